@@ -1,0 +1,138 @@
+"""``local``: a process pool on this machine, the embedded default that needs nothing running.
+
+The pool is a ``ProcessPoolExecutor`` created with an explicit start method (``forkserver`` on
+Linux, ``spawn`` elsewhere; never the platform default, which changed in Python 3.14). It is
+started once and reused by every run and repeat of a submission, so repeats time the work, not
+process start-up.
+
+Each worker process, when it starts (:func:`init_worker`):
+
+- pins BLAS and OpenMP thread pools to one thread, so N workers use N cores, not N x cores;
+- ignores SIGINT: Ctrl-C is the driver's to handle, which then shuts the pool down in order;
+- on Linux, asks the kernel to SIGKILL it when its parent dies (``PR_SET_PDEATHSIG``), so no
+  worker outlives a driver that was itself killed.
+
+:meth:`LocalBackend.start` then waits until every worker has started and loaded the compiled
+kernels, so the start-up cost is measured apart from the first run.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import ctypes
+import multiprocessing
+import os
+import platform
+import signal
+import sys
+import time
+
+from cluster_runner.backends.base import BackendInfo, BackendOptions
+from cluster_runner.backends.executor import ExecutorBackend
+from cluster_runner.errors import UsageError
+
+#: Environment variables read by BLAS/OpenMP libraries that a task may load later.
+_THREAD_ENV = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+_PR_SET_PDEATHSIG = 1
+
+
+def default_start_method() -> str:
+    """``forkserver`` where the platform has it (fast, and safe with threads), else ``spawn``."""
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def init_worker() -> None:
+    """Prepare a pool worker (see the module docstring)."""
+    for name in _THREAD_ENV:
+        os.environ[name] = "1"
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+def probe_worker(hold: float) -> tuple[int, int]:
+    """Start-up probe: load the compiled kernels, then hold the worker so others get probes too.
+
+    Returns ``(pid, BLAS threads)`` so the driver can check every worker is up and pinned.
+    """
+    from threadpoolctl import threadpool_info
+
+    from cluster_runner.workloads.sieve import base_primes, count_primes_between
+
+    count_primes_between(0, 100, base_primes(10))
+    time.sleep(hold)
+    blas = [lib.get("num_threads", 1) for lib in threadpool_info()]
+    return os.getpid(), max(blas, default=1)
+
+
+class LocalBackend(ExecutorBackend):
+    name = "local"
+
+    def __init__(self, options: BackendOptions) -> None:
+        super().__init__(options)
+        self.workers = options.workers or os.cpu_count() or 1
+        self.start_method = options.start_method or default_start_method()
+        if self.start_method not in multiprocessing.get_all_start_methods():
+            raise UsageError(
+                f"start method {self.start_method!r} is not available here"
+                f" (choose from {', '.join(multiprocessing.get_all_start_methods())})"
+            )
+        self.worker_blas_threads: int | None = None
+        self.worker_pids: list[int] = []
+
+    def start(self) -> None:
+        # Compile (or load from numba's cache) the kernels once here, so that workers load the
+        # cached machine code instead of all compiling it at the same time.
+        from cluster_runner.workloads.sieve import base_primes, count_primes_between
+
+        count_primes_between(0, 100, base_primes(10))
+        context = multiprocessing.get_context(self.start_method)
+        self.executor = cf.ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=init_worker
+        )
+        self._wait_for_workers()
+
+    def _wait_for_workers(self, timeout: float = 120.0) -> None:
+        """Submit probes until every worker has answered one (the pool spawns on demand)."""
+        assert isinstance(self.executor, cf.ProcessPoolExecutor)
+        seen: dict[int, int] = {}
+        deadline = time.monotonic() + timeout
+        hold = 0.05
+        while len(seen) < self.workers and time.monotonic() < deadline:
+            probes = [self.executor.submit(probe_worker, hold) for _ in range(self.workers)]
+            for probe in probes:
+                pid, blas = probe.result(timeout=max(1.0, deadline - time.monotonic()))
+                seen[pid] = blas
+            hold *= 2
+        self.worker_pids = sorted(seen)
+        self.worker_blas_threads = max(seen.values(), default=None)
+
+    def restart(self) -> None:
+        """Replace a pool broken by a dead worker (``BrokenProcessPool``) with a fresh one."""
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = None
+        self.start()
+
+    def info(self) -> BackendInfo:
+        return BackendInfo(
+            self.name,
+            platform.python_version(),
+            workers=self.workers,
+            start_method=self.start_method,
+            startup_s=self.startup_s,
+            extra={"worker_blas_threads": self.worker_blas_threads},
+        )

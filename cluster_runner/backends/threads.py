@@ -1,0 +1,45 @@
+"""``threads``: a thread pool in the driver process.
+
+The lesson every parallel-Python tutorial teaches, measurable here: kernels that release the GIL
+(numpy's, and the numba sieve compiled with ``nogil=True``) scale on threads; pure-Python code
+does not, except on a free-threaded build of CPython.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import platform
+import socket
+import sys
+import threading
+
+from cluster_runner.backends.base import BackendInfo, BackendOptions
+from cluster_runner.backends.executor import ExecutorBackend
+
+
+def thread_identity() -> tuple[str, str]:
+    """``(worker, node)`` for a pool thread: its name and this host."""
+    return threading.current_thread().name, socket.gethostname()
+
+
+class ThreadsBackend(ExecutorBackend):
+    name = "threads"
+    identify = staticmethod(thread_identity)
+
+    def __init__(self, options: BackendOptions) -> None:
+        super().__init__(options)
+        self.workers = options.workers or os.cpu_count() or 1
+
+    def start(self) -> None:
+        self.executor = cf.ThreadPoolExecutor(self.workers, thread_name_prefix="runner")
+
+    def info(self) -> BackendInfo:
+        gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+        return BackendInfo(
+            self.name,
+            platform.python_version(),
+            workers=self.workers,
+            startup_s=self.startup_s,
+            extra={"gil_enabled": gil},
+        )

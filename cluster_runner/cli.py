@@ -1,0 +1,94 @@
+"""The ``runner`` command: a thin façade over the package, importing each command lazily.
+
+``runner --help`` imports neither Ray, Dask, CuPy nor numba: each subcommand lives in its own
+module under :mod:`cluster_runner.commands`, imported only when it is run (the lazy-group
+pattern from click's documentation). Every option can also come from the environment
+(``auto_envvar_prefix``): ``RUNNER_SUBMIT_BACKEND=ray runner submit ...``.
+
+:func:`main` is where errors become exit codes: a :class:`~cluster_runner.errors.RunnerError`
+or a click usage error is printed as one line on stderr (``runner: error: ...``) with its exit
+code (2 for bad input, 1 for a run that failed), Ctrl-C exits 130 and SIGTERM 143. No
+traceback reaches the user for anything they can fix.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+from typing import Any
+
+import click
+
+from cluster_runner import __version__
+from cluster_runner.errors import RunnerError
+
+#: Subcommand name -> "module:attribute" of its click command.
+COMMANDS = {
+    "submit": "cluster_runner.commands.submit:submit",
+    "jobs": "cluster_runner.commands.jobs:jobs",
+    "backends": "cluster_runner.commands.backends:backends",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported when used, not when the group is."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module_name, attribute = self.lazy[cmd_name].split(":")
+            return getattr(importlib.import_module(module_name), attribute)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cluster-runner")
+def cli() -> None:
+    """Run a verified workload graph on local, Dask or Ray backends and measure how it scales.
+
+    \b
+    Example:
+      runner submit --job jobs/full.toml --backend local --workers 2
+    """
+
+
+def _one_line(message: str) -> str:
+    return " ".join(part.strip() for part in message.strip().splitlines() if part.strip())
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(143)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the CLI and turn every failure into one line and an exit code."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        code = cli.main(
+            args=argv, prog_name="runner", standalone_mode=False, auto_envvar_prefix="RUNNER"
+        )
+    except RunnerError as exc:
+        click.echo(f"runner: error: {_one_line(str(exc))}", err=True)
+        code = exc.exit_code
+    except click.ClickException as exc:
+        hint = ""
+        ctx = getattr(exc, "ctx", None)
+        if isinstance(exc, click.UsageError) and ctx is not None:
+            hint = f" (see '{ctx.command_path} --help')"
+        click.echo(f"runner: error: {_one_line(exc.format_message())}{hint}", err=True)
+        code = exc.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("runner: interrupted; finished runs are in the results file", err=True)
+        code = 130
+    if not isinstance(code, int):
+        code = 0
+    if argv is None:
+        sys.exit(code)
+    return code

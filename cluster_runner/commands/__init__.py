@@ -1,0 +1,1 @@
+"""One module per ``runner`` subcommand, each imported only when its command runs."""

@@ -1,0 +1,180 @@
+"""Options shared by several commands, and the parameter types that check them.
+
+Each option is written once here and applied with a decorator, so ``submit`` and ``scale`` take
+``--backend``, ``--workers`` and the rest with the same names, checks and help text.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cluster_runner.backends import REGISTRY as BACKENDS
+from cluster_runner.errors import JobSpecError
+
+F = Callable[..., Any]
+
+#: Where ``--job NAME`` looks for ``NAME.toml`` (besides a literal path).
+JOBS_DIR_ENV = "RUNNER_JOBS_DIR"
+
+
+class IntList(click.ParamType):
+    """A comma-separated list of positive integers: ``1,2,4``."""
+
+    name = "N[,N...]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, list):
+            return value
+        items = str(value).split(",")
+        numbers = []
+        for item in items:
+            item = item.strip()
+            if not item.isdigit() or int(item) < 1:
+                self.fail(f"{value!r} is not a list of positive integers such as 1,2,4", param, ctx)
+            numbers.append(int(item))
+        if len(set(numbers)) != len(numbers):
+            self.fail(f"{value!r} lists a number twice", param, ctx)
+        return numbers
+
+
+class NameList(click.ParamType):
+    """A comma-separated list of names from a fixed set: ``local,dask,ray``."""
+
+    name = "NAME[,NAME...]"
+
+    def __init__(self, choices: list[str]) -> None:
+        self.choices = choices
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, list):
+            return value
+        names = [item.strip() for item in str(value).split(",")]
+        for name in names:
+            if name not in self.choices:
+                self.fail(
+                    f"unknown backend {name!r} (choose from {', '.join(self.choices)})", param, ctx
+                )
+        if len(set(names)) != len(names):
+            self.fail(f"{value!r} lists a backend twice", param, ctx)
+        return names
+
+
+def jobs_dirs() -> list[Path]:
+    """Folders searched for ``--job NAME``: $RUNNER_JOBS_DIR, then ./jobs."""
+    dirs = [Path(os.environ[JOBS_DIR_ENV])] if os.environ.get(JOBS_DIR_ENV) else []
+    return [*dirs, Path("jobs")]
+
+
+def resolve_job(value: str) -> Path:
+    """A job file path, or the name of a job in :func:`jobs_dirs` (``primes``)."""
+    path = Path(value)
+    if path.exists() or path.suffix == ".toml" or os.sep in value:
+        if not path.is_file():
+            raise JobSpecError(f"job file {value} does not exist (see 'runner jobs')")
+        return path
+    for folder in jobs_dirs():
+        candidate = folder / f"{value}.toml"
+        if candidate.is_file():
+            return candidate
+    raise JobSpecError(
+        f"no job named {value!r} in {', '.join(map(str, jobs_dirs()))}"
+        " (see 'runner jobs', or give a path to a .toml file)"
+    )
+
+
+def job_options(func: F) -> F:
+    func = click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="[STAGE.]KEY=VALUE",
+        help="Override a job parameter, e.g. --set n=1000000000"
+        " or --set dot.chunks=64 (repeatable).",
+    )(func)
+    return click.option(
+        "--job",
+        "job_path",
+        default="jobs/full.toml",
+        show_default=True,
+        metavar="FILE|NAME",
+        help="Job spec: a TOML file, or a name in jobs/.",
+    )(func)
+
+
+def backend_options(func: F, *, multiple: bool = False) -> F:
+    func = click.option(
+        "--start-method",
+        type=click.Choice(["spawn", "forkserver", "fork"]),
+        default=None,
+        help="local backend: multiprocessing start method"
+        " [default: forkserver on Linux, spawn elsewhere]",
+    )(func)
+    func = click.option(
+        "--connect-timeout",
+        type=click.FloatRange(min=0.1),
+        default=30.0,
+        show_default=True,
+        help="Seconds an --address has to answer.",
+    )(func)
+    func = click.option(
+        "--address",
+        default=None,
+        metavar="ADDRESS",
+        help="Connect to an existing cluster: tcp://HOST:PORT (dask),"
+        " auto | HOST:PORT | ray://HOST:PORT (ray).",
+    )(func)
+    if multiple:
+        return click.option(
+            "--backend",
+            "backends",
+            type=NameList(list(BACKENDS)),
+            default="local",
+            show_default=True,
+            help=f"Backends to compare: {', '.join(BACKENDS)}.",
+        )(func)
+    return click.option(
+        "--backend",
+        type=click.Choice(list(BACKENDS)),
+        default="local",
+        show_default=True,
+        help="Engine that runs the graph.",
+    )(func)
+
+
+def run_options(func: F) -> F:
+    func = click.option(
+        "--retries",
+        type=click.IntRange(min=0),
+        default=3,
+        show_default=True,
+        help="Tasks a run may rerun after losing workers.",
+    )(func)
+    func = click.option(
+        "--timeout",
+        type=click.FloatRange(min=0.001),
+        default=None,
+        help="Seconds a run may take before it is stopped as failed.",
+    )(func)
+    func = click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(file_okay=False),
+        default="results",
+        show_default=True,
+        help="Folder for the JSON Lines results file.",
+    )(func)
+    func = click.option(
+        "--warmup",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        help="Untimed runs before the timed ones (recorded, marked warmup).",
+    )(func)
+    return click.option(
+        "--repeat", type=click.IntRange(min=1), default=1, show_default=True, help="Timed runs."
+    )(func)

@@ -1,0 +1,100 @@
+"""``runner submit``: run one job on one backend, verify it, print and record the results."""
+
+from __future__ import annotations
+
+import statistics
+
+import click
+
+from cluster_runner.commands.options import backend_options, job_options, resolve_job, run_options
+
+
+@click.command()
+@job_options
+@backend_options
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Workers to start (processes, threads or Ray CPUs). [default: CPU count]",
+)
+@run_options
+def submit(
+    job_path,
+    overrides,
+    backend,
+    workers,
+    address,
+    connect_timeout,
+    start_method,
+    repeat,
+    warmup,
+    out_dir,
+    timeout,
+    retries,
+) -> int:
+    """Run a job's graph on one backend; exit 0 if every result verified, 1 if not.
+
+    Each run is appended to a JSON Lines file under --out the moment it ends.
+
+    \b
+    Examples:
+      runner submit --job jobs/full.toml --backend local --workers 2
+      runner submit --job primes --set n=1000000000 --repeat 3
+      runner submit --job jobs/dot.toml --backend dask --address tcp://127.0.0.1:8786
+    """
+    from cluster_runner.backends import BackendOptions, create_backend
+    from cluster_runner.jobspec import load_job
+    from cluster_runner.report import console, run_line, stage_table
+    from cluster_runner.results import ResultsWriter, results_path
+    from cluster_runner.run import run_job
+
+    job = load_job(resolve_job(job_path), overrides)
+    options = BackendOptions(
+        workers=workers, address=address, connect_timeout=connect_timeout, start_method=start_method
+    )
+    out = console()
+    engine = create_backend(backend, options)
+    path = results_path(out_dir, job.name, backend)
+    with ResultsWriter(path) as writer:
+        out.print(
+            f"[bold]{job.name}[/]: {job.description or ''} "
+            f"({len(job.stages)} stage{'s' * (len(job.stages) > 1)})"
+        )
+        with engine:
+            info = engine.info()
+            out.print(_backend_line(info))
+            out.print(f"results: {path}")
+
+            def on_record(record: dict) -> None:
+                writer.append(record)
+                out.print(run_line(record, warmup + repeat))
+
+            records = run_job(
+                job,
+                engine,
+                repeat=repeat,
+                warmup=warmup,
+                timeout=timeout,
+                retries=retries,
+                on_record=on_record,
+            )
+    timed = [r for r in records if not r["warmup"]]
+    out.print(stage_table(timed))
+    ok = all(r["status"] == "verified" for r in records)
+    total = statistics.median(r["wall_s"] for r in timed)
+    verdict = "[green]all stages verified[/]" if ok else "[red]verification FAILED[/]"
+    out.print(f"{verdict}; median wall time {total:.3f} s over {len(timed)} run(s)")
+    return 0 if ok else 1
+
+
+def _backend_line(info) -> str:
+    where = f"connected to {info.address}" if info.address else "started here"
+    method = f", {info.start_method}" if info.start_method else ""
+    nodes = f" on {info.nodes} nodes" if info.nodes and info.nodes > 1 else ""
+    up = f", up in {info.startup_s:.2f} s" if info.startup_s is not None else ""
+    dash = f"\ndashboard: {info.dashboard}" if info.dashboard else ""
+    return (
+        f"backend [bold]{info.name}[/] {info.version}: {info.workers} workers{nodes}"
+        f"{method} ({where}{up}){dash}"
+    )

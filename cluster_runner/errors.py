@@ -1,0 +1,61 @@
+"""The runner's one error family.
+
+Every failure the user can act on is a :class:`RunnerError`; the CLI prints its message as one
+line on stderr and exits with :attr:`RunnerError.exit_code`, never with a traceback. Anything
+else that escapes is a bug in the runner, and is allowed to show its traceback.
+
+The tree is small on purpose (compare ``concurrent.futures.BrokenExecutor``):
+
+- ``UsageError`` (exit 2): the user asked for something malformed or impossible: a bad job spec,
+  override, worker list, address, or a backend or GPU that is not there. Nothing was run.
+- ``ExecutionError`` (exit 1): a run started and could not finish: a task raised, a worker was
+  lost more often than the retry budget allows, or the run passed its timeout.
+"""
+
+from __future__ import annotations
+
+
+class RunnerError(Exception):
+    """Base of every error the runner reports to the user as one line."""
+
+    exit_code: int = 1
+
+
+class UsageError(RunnerError):
+    """Malformed or impossible input; nothing was run."""
+
+    exit_code = 2
+
+
+class JobSpecError(UsageError):
+    """A job spec file or ``--set`` override is malformed or out of range."""
+
+
+class BackendUnavailableError(UsageError):
+    """The chosen backend (or the GPU stage) cannot be used: a package or device is missing."""
+
+
+class ConnectError(UsageError):
+    """A cluster address does not answer, or refuses us, within the connect timeout."""
+
+
+class ResultsFileError(UsageError):
+    """A results file is not one of ours, or cannot be read."""
+
+
+class ExecutionError(RunnerError):
+    """A run started but could not finish."""
+
+    exit_code = 1
+
+
+class TaskFailedError(ExecutionError):
+    """A task raised an exception (or its worker was lost more often than retries allow)."""
+
+
+class RunTimeoutError(ExecutionError):
+    """A run did not finish within its ``--timeout``."""
+
+
+class WorkerLostError(ExecutionError):
+    """Workers died and the lost tasks could not be rerun within the retry budget."""

@@ -1,0 +1,142 @@
+"""The graph walk, written once for every backend.
+
+:func:`execute` runs a :class:`~cluster_runner.graph.Graph` on a started backend and returns the
+values of its sinks and a :class:`~cluster_runner.backends.base.TaskTrace` for every task.
+
+Two policies, chosen by the backend's ``native_dependencies`` flag:
+
+*Native* (Dask, Ray): submit every task at once in topological order, passing upstream handles
+as arguments; the engine resolves them on the workers. The driver then waits for the sinks
+only, and reads every task's trace from the traces that travelled along with the values.
+
+*Ready-driven* (serial, threads, local): an executor knows nothing of dependencies, so a task
+is submitted the moment its last dependency finishes, with the values filled in. Completions
+arrive through a queue fed by ``Future.add_done_callback``, which costs O(1) per task, where
+``concurrent.futures.wait`` over all running futures would cost O(running) per completion.
+If the pool breaks because a worker died, the backend replaces it and every task that was in
+flight is submitted again, up to ``retries`` times in all; the count is reported.
+
+Every wait is bounded by the run's deadline.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import queue
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from cluster_runner.backends.base import Backend, TaskTrace
+from cluster_runner.errors import RunnerError, RunTimeoutError, TaskFailedError, WorkerLostError
+from cluster_runner.graph import Graph, Ref
+
+#: Default number of tasks a run may resubmit after losing workers.
+DEFAULT_RETRIES = 3
+
+
+@dataclass
+class GraphResult:
+    """The sinks' values, the trace of every task, and how many tasks had to be rerun."""
+
+    values: dict[str, Any]
+    traces: list[TaskTrace]
+    retried: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def execute(
+    graph: Graph, backend: Backend, timeout: float | None = None, retries: int = DEFAULT_RETRIES
+) -> GraphResult:
+    """Run ``graph`` on ``backend``; raise a :class:`RunnerError` if it fails or times out."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if backend.native_dependencies:
+        return _execute_native(graph, backend, deadline)
+    return _execute_ready(graph, backend, deadline, retries)
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _execute_native(graph: Graph, backend: Backend, deadline: float | None) -> GraphResult:
+    handles: dict[str, Any] = {}
+    for task in graph:
+        args = [handles[a.key] if isinstance(a, Ref) else a for a in task.args]
+        handles[task.key] = backend.submit(task, args)
+    sinks = graph.sinks()
+    outputs = backend.gather([handles[key] for key in sinks], _remaining(deadline))
+    traces: dict[str, TaskTrace] = {}
+    for output in outputs:
+        for trace in output.traces:
+            traces.setdefault(trace.key, trace)
+    return GraphResult(
+        {k: o.value for k, o in zip(sinks, outputs, strict=False)},
+        list(traces.values()),
+        retried=getattr(backend, "last_retried", 0),
+    )
+
+
+def _execute_ready(
+    graph: Graph, backend: Backend, deadline: float | None, retries: int
+) -> GraphResult:
+    waiting = {task.key: len(set(task.dependencies)) for task in graph}
+    users = graph.dependents()
+    values: dict[str, Any] = {}
+    traces: list[TaskTrace] = []
+    done: queue.SimpleQueue[cf.Future] = queue.SimpleQueue()
+    running: dict[cf.Future, str] = {}
+    retried = 0
+
+    def submit(key: str) -> None:
+        task = graph[key]
+        args = [values[a.key] if isinstance(a, Ref) else a for a in task.args]
+        future = backend.submit(task, args)
+        running[future] = key
+        future.add_done_callback(done.put)
+
+    try:
+        for key, count in waiting.items():
+            if count == 0:
+                submit(key)
+        while running:
+            try:
+                future = done.get(timeout=_remaining(deadline))
+            except queue.Empty:
+                raise RunTimeoutError(
+                    f"run timed out: {len(running)} task(s) still running, e.g."
+                    f" {next(iter(running.values()))} (raise --timeout or use more chunks)"
+                ) from None
+            key = running.pop(future, None)
+            if key is None:
+                continue  # a future of a pool that was replaced
+            try:
+                output = future.result()
+            except cf.BrokenExecutor as exc:
+                lost = [key, *running.values()]
+                retried += len(lost)
+                if retried > retries:
+                    raise WorkerLostError(
+                        f"workers died and {retried} task(s) were lost, more than --retries"
+                        f" {retries} allows (out of memory? {exc})"
+                    ) from None
+                running.clear()
+                backend.restart()
+                for lost_key in lost:
+                    submit(lost_key)
+                continue
+            except RunnerError:
+                raise
+            except Exception as exc:
+                raise TaskFailedError(f"task {key} failed: {type(exc).__name__}: {exc}") from exc
+            values[key] = output.value
+            traces.extend(output.traces)
+            for user in users[key]:
+                waiting[user] -= 1
+                if waiting[user] == 0:
+                    submit(user)
+    finally:
+        for future in running:
+            future.cancel()
+    sinks = graph.sinks()
+    return GraphResult({k: values[k] for k in sinks}, traces, retried=retried)

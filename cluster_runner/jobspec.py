@@ -1,0 +1,212 @@
+"""Job specs: what to run, as frozen data, loaded from TOML and checked before anything runs.
+
+A job file names one or more stages, each a workload and its parameters::
+
+    description = "count the primes up to 1e9"
+
+    [[stage]]
+    workload = "primes"
+    n = 1_000_000_000
+    chunks = 64
+
+A stage may also say ``name`` (default: the workload's name; names must be unique) and ``weak``,
+the size parameter that grows with the worker count in weak scaling (default: the workload's).
+
+Any parameter can be overridden from the command line with ``--set KEY=VALUE`` (every stage that
+has KEY) or ``--set STAGE.KEY=VALUE`` (one stage). Every fault in a file or an override becomes a
+one-line :class:`~cluster_runner.errors.JobSpecError` that names the file, the stage and the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from cluster_runner.errors import JobSpecError
+from cluster_runner.graph import Graph
+from cluster_runner.workloads import REGISTRY, get_workload
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+_JOB_KEYS = {"name", "description", "stage"}
+_STAGE_KEYS = {"workload", "name", "weak"}
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of a job: a workload and its validated parameters."""
+
+    name: str  # unique within the job; prefixes the stage's task keys
+    workload: str  # a key of cluster_runner.workloads.REGISTRY
+    params: Mapping[str, Any] = field(default_factory=dict)  # validated, defaults filled in
+    weak: str = ""  # parameter scaled with the worker count in weak scaling
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "workload": self.workload,
+            "weak": self.weak,
+            "params": dict(self.params),
+        }
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A whole job: its stages, in the order they run."""
+
+    name: str
+    description: str
+    stages: tuple[StageSpec, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "stages": [s.to_dict() for s in self.stages],
+        }
+
+    @property
+    def digest(self) -> str:
+        """A short hash of everything that determines the results: equal digests, same job."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def build_graph(self) -> Graph:
+        """The workload graph of every stage, in stage order."""
+        graph = Graph()
+        for stage in self.stages:
+            get_workload(stage.workload).build(graph, stage.name, stage.params)
+        return graph
+
+    def with_overrides(self, assignments: Iterable[str]) -> JobSpec:
+        """A copy with ``KEY=VALUE`` / ``STAGE.KEY=VALUE`` overrides applied and re-validated."""
+        stages = [dict(s.params) for s in self.stages]
+        for text in assignments:
+            target, key, value = _parse_assignment(text)
+            hit = False
+            for stage, params in zip(self.stages, stages, strict=False):
+                if target not in (None, stage.name):
+                    continue
+                if key in get_workload(stage.workload).param_names:
+                    params[key] = value
+                    hit = True
+            if target is not None and target not in {s.name for s in self.stages}:
+                raise JobSpecError(
+                    f"--set {text}: no stage named {target!r} in job {self.name!r}"
+                    f" (stages: {', '.join(s.name for s in self.stages)})"
+                )
+            if not hit:
+                raise JobSpecError(
+                    f"--set {text}: no stage of job {self.name!r} has a parameter {key!r}"
+                )
+        return replace(
+            self,
+            stages=tuple(
+                _stage(s.workload, s.name, s.weak, params, f"--set (stage {s.name!r})")
+                for s, params in zip(self.stages, stages, strict=False)
+            ),
+        )
+
+    def scaled(self, factor: int) -> JobSpec:
+        """The weak-scaling job for ``factor`` workers: each stage's weak parameter times factor."""
+        stages = []
+        for s in self.stages:
+            params = dict(s.params)
+            params[s.weak] = params[s.weak] * factor
+            stages.append(_stage(s.workload, s.name, s.weak, params, f"weak x{factor} ({s.name})"))
+        return replace(self, stages=tuple(stages))
+
+
+def load_job(path: str | Path, overrides: Iterable[str] = ()) -> JobSpec:
+    """Read, validate and override a job file; raise :class:`JobSpecError` on any fault."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise JobSpecError(f"job file {path} does not exist (see 'runner jobs')") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JobSpecError(f"job file {path} cannot be read: {exc}") from None
+    job = parse_job(text, name=path.stem, where=str(path))
+    return job.with_overrides(overrides) if overrides else job
+
+
+def parse_job(text: str, name: str = "job", where: str = "job") -> JobSpec:
+    """Validate the TOML text of a job spec (see the module docstring for its form)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise JobSpecError(f"{where}: not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - _JOB_KEYS)
+    if unknown:
+        raise JobSpecError(
+            f"{where}: unknown key {unknown[0]!r} (allowed: name, description, [[stage]])"
+        )
+    name = data.get("name", name)
+    description = data.get("description", "")
+    if not isinstance(name, str) or not name:
+        raise JobSpecError(f"{where}: name must be a non-empty string")
+    if not isinstance(description, str):
+        raise JobSpecError(f"{where}: description must be a string")
+    raw_stages = data.get("stage")
+    if not isinstance(raw_stages, list) or not raw_stages:
+        raise JobSpecError(
+            f'{where}: no [[stage]] tables; add one with workload = "primes"'
+            f" (workloads: {', '.join(REGISTRY)})"
+        )
+    stages: list[StageSpec] = []
+    for number, raw in enumerate(raw_stages, start=1):
+        if not isinstance(raw, dict):
+            raise JobSpecError(f"{where}: stage {number} must be a table ([[stage]])")
+        workload = raw.get("workload")
+        if not isinstance(workload, str):
+            raise JobSpecError(
+                f"{where}: stage {number} needs workload = one of {', '.join(REGISTRY)}"
+            )
+        stage_name = raw.get("name", workload)
+        weak = raw.get("weak", "")
+        if not isinstance(stage_name, str) or not stage_name.isidentifier():
+            raise JobSpecError(
+                f"{where}: stage {number}: name must be a word such as"
+                f" {workload!r}, got {stage_name!r}"
+            )
+        if any(s.name == stage_name for s in stages):
+            raise JobSpecError(
+                f"{where}: two stages are named {stage_name!r}; give one a different name = ..."
+            )
+        if not isinstance(weak, str):
+            raise JobSpecError(f"{where}: stage {stage_name!r}: weak must be a parameter name")
+        params = {k: v for k, v in raw.items() if k not in _STAGE_KEYS}
+        stages.append(_stage(workload, stage_name, weak, params, f"{where}: stage {stage_name!r}"))
+    return JobSpec(name=name, description=description, stages=tuple(stages))
+
+
+def _stage(workload: str, name: str, weak: str, params: Mapping[str, Any], where: str) -> StageSpec:
+    spec = get_workload(workload)
+    values = spec.validate(params, where)
+    weak = weak or spec.weak_param
+    if weak not in values or not isinstance(values[weak], int) or weak in ("chunks", "seed"):
+        raise JobSpecError(f"{where}: weak = {weak!r} is not a size parameter of {workload!r}")
+    return StageSpec(name=name, workload=workload, params=values, weak=weak)
+
+
+def _parse_assignment(text: str) -> tuple[str | None, str, Any]:
+    """Split ``[STAGE.]KEY=VALUE``; VALUE is read as a TOML value, else as a bare string."""
+    if "=" not in text:
+        raise JobSpecError(f"--set {text}: expected KEY=VALUE, e.g. --set n=1000000000")
+    lhs, raw = (part.strip() for part in text.split("=", 1))
+    target, _, key = lhs.rpartition(".")
+    if not key or not raw:
+        raise JobSpecError(f"--set {text}: expected KEY=VALUE, e.g. --set n=1000000000")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return (target or None), key, value

@@ -1,0 +1,184 @@
+"""Results records: their versioned JSON schema, the environment they describe, their storage.
+
+A results file holds one JSON object per line (JSON Lines), one per run, appended and
+``fsync``-ed the moment the run ends, so a sweep that is interrupted, or a machine that loses
+power, keeps every run that finished. Records are plain JSON: they are never pickled, and
+reading one never runs code.
+
+Schema history (bump :data:`SCHEMA_VERSION` on any change a reader must know about):
+
+1. First version: job, backend, per-stage wall times, results, verification, task placement,
+   environment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import importlib.metadata
+import json
+import os
+import platform
+import socket
+import sys
+import uuid
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from cluster_runner.errors import ResultsFileError
+
+SCHEMA_VERSION = 1
+#: Every record carries this, so a reader can tell our files from any other JSON Lines file.
+RECORD_FORMAT = "cluster-runner/run"
+
+_PACKAGES = ("numpy", "numba", "click", "dask", "distributed", "ray", "cupy", "psutil")
+
+
+@functools.cache
+def environment() -> dict[str, Any]:
+    """Where the driver runs: Python, packages, CPU, memory, host (computed once a process)."""
+    import psutil
+    from threadpoolctl import threadpool_info
+
+    versions = {}
+    for package in _PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "gil_enabled": getattr(sys, "_is_gil_enabled", lambda: True)(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "cpu_model": cpu_model(),
+        "cpu_logical": psutil.cpu_count(logical=True),
+        "cpu_physical": psutil.cpu_count(logical=False),
+        "cpu_affinity": len(psutil.Process().cpu_affinity() or [])
+        if hasattr(psutil.Process, "cpu_affinity")
+        else None,
+        "memory_bytes": psutil.virtual_memory().total,
+        "hostname": socket.gethostname(),
+        "blas": [
+            {
+                "api": lib.get("internal_api"),
+                "threads": lib.get("num_threads"),
+                "version": lib.get("version"),
+            }
+            for lib in threadpool_info()
+        ],
+    }
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name, from /proc/cpuinfo where there is one."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def results_path(out_dir: str | Path, job: str, backend: str) -> Path:
+    """A fresh file name under ``out_dir`` for one command's records."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(out_dir) / f"{job}-{backend}-{stamp}-{new_id()[:6]}.jsonl"
+
+
+class ResultsWriter:
+    """Appends records to a JSON Lines file, each flushed and fsync-ed before ``append`` returns."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise ResultsFileError(
+                f"cannot write results to {self.path}: {exc.strerror} (choose another --out)"
+            ) from None
+        self.count = 0
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, sort_keys=True, default=_jsonable) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.count += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> ResultsWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars and arrays as plain JSON numbers and lists."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def read_records(paths: Iterable[str | Path]) -> Iterator[dict[str, Any]]:
+    """Every record of the given files (or of the ``*.jsonl`` files in given folders).
+
+    A last line that is cut short (the writer died mid-line) is skipped with a warning; any
+    other line that is not one of our records makes the file "not ours", a one-line error.
+    """
+    for path in _expand(paths):
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ResultsFileError(f"cannot read results file {path}: {exc}") from None
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                if number == len(lines):
+                    warnings.warn(f"{path}:{number}: skipped a truncated last line", stacklevel=2)
+                    continue
+                raise ResultsFileError(
+                    f"{path}:{number} is not JSON: not a results file of cluster-runner"
+                ) from None
+            if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+                raise ResultsFileError(f"{path}:{number} is not a cluster-runner record")
+            if record.get("schema_version", 0) > SCHEMA_VERSION:
+                raise ResultsFileError(
+                    f"{path}:{number} has schema version"
+                    f" {record['schema_version']}, newer than this runner"
+                    f" reads ({SCHEMA_VERSION}): upgrade cluster-runner"
+                )
+            yield record
+
+
+def _expand(paths: Iterable[str | Path]) -> Iterator[Path]:
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(path.glob("*.jsonl"))
+            if not found:
+                raise ResultsFileError(f"{path} holds no *.jsonl results files")
+            yield from found
+        elif path.exists():
+            yield path
+        else:
+            raise ResultsFileError(f"results file {path} does not exist")

@@ -1,0 +1,127 @@
+"""Running a job on a backend: repeats, per-stage timing, verification, one record per run.
+
+A run executes the job's stages one after another, each as its own graph, so that each stage's
+wall time is its own (stages that overlapped would share their time). A stage's wall time runs
+from the first submit to the sink's value in the driver: it includes every scheduling and
+transfer cost a user of that backend would pay. Verification happens after the clock stops.
+
+Each run becomes a record (see :mod:`cluster_runner.results`) handed to ``on_record`` the
+moment it ends, so the caller can write it before the next run starts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from cluster_runner.backends.base import Backend, TaskTrace
+from cluster_runner.errors import ExecutionError
+from cluster_runner.execute import DEFAULT_RETRIES, execute
+from cluster_runner.jobspec import JobSpec
+from cluster_runner.results import RECORD_FORMAT, SCHEMA_VERSION, environment, new_id, now
+from cluster_runner.workloads import get_workload
+
+
+def run_job(
+    job: JobSpec,
+    backend: Backend,
+    *,
+    repeat: int = 1,
+    warmup: int = 0,
+    timeout: float | None = None,
+    retries: int = DEFAULT_RETRIES,
+    on_record: Callable[[dict[str, Any]], None] = lambda record: None,
+    session: str | None = None,
+    labels: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``job`` ``warmup + repeat`` times on a started backend; return the records.
+
+    A run that fails is recorded (status ``failed``) before its error is raised again.
+    ``labels`` are copied into every record (a sweep's mode and point, for instance).
+    """
+    graph = job.build_graph()
+    stage_graphs = [(stage, graph.stage(stage.name)) for stage in job.stages]
+    session = session or new_id()
+    records = []
+    for index in range(warmup + repeat):
+        record = _base_record(job, backend, session, index, index < warmup, labels)
+        began = time.perf_counter()
+        try:
+            for stage, stage_graph in stage_graphs:
+                record["stages"].append(_run_stage(stage, stage_graph, backend, timeout, retries))
+        except ExecutionError as exc:
+            record.update(status="failed", error=str(exc), wall_s=time.perf_counter() - began)
+            on_record(record)
+            raise
+        record["wall_s"] = sum(s["wall_s"] for s in record["stages"])
+        ok = all(s["verified"] for s in record["stages"])
+        record["status"] = "verified" if ok else "unverified"
+        on_record(record)
+        records.append(record)
+    return records
+
+
+def _run_stage(stage, stage_graph, backend: Backend, timeout, retries) -> dict[str, Any]:
+    workload = get_workload(stage.workload)
+    began = time.perf_counter()
+    result = execute(stage_graph, backend, timeout=timeout, retries=retries)
+    wall = time.perf_counter() - began
+    (value,) = result.values.values()
+    verification = workload.verify(stage.params, value)
+    summary = workload.summarize(stage.params, value)
+    return {
+        "name": stage.name,
+        "workload": stage.workload,
+        "tasks": len(stage_graph),
+        "wall_s": wall,
+        "result": summary.value,
+        "display": summary.display,
+        "digest": summary.digest,
+        "verified": verification.ok,
+        "verification": verification.method,
+        "expected": verification.expected,
+        "retried": result.retried,
+        **placement(result.traces),
+    }
+
+
+def placement(traces: list[TaskTrace]) -> dict[str, Any]:
+    """Where a stage's tasks ran and how busy they kept the workers."""
+    busy = [t.end - t.start for t in traces]
+    return {
+        "workers_used": dict(Counter(t.worker for t in traces)),
+        "nodes_used": dict(Counter(t.node for t in traces)),
+        "busy_s": sum(busy),
+        "task_max_s": max(busy, default=0.0),
+        "span_s": (max(t.end for t in traces) - min(t.start for t in traces)) if traces else 0.0,
+    }
+
+
+def _base_record(
+    job: JobSpec,
+    backend: Backend,
+    session: str,
+    index: int,
+    warmup: bool,
+    labels: dict[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "format": RECORD_FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "run_id": new_id(),
+        "session": session,
+        "time": now(),
+        "job": {**job.to_dict(), "digest": job.digest},
+        "backend": asdict(backend.info()),
+        "repeat": index,
+        "warmup": warmup,
+        "status": "running",
+        "error": None,
+        "wall_s": None,
+        "stages": [],
+        "labels": dict(labels or {}),
+        "environment": environment(),
+    }
