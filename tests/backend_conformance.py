@@ -1,0 +1,124 @@
+"""The behaviour every backend must show, written once (like dask's ``GetFunctionTestMixin``).
+
+A backend's test module binds the suite in a few lines::
+
+    class TestLocal(BackendConformance):
+        @pytest.fixture(scope="class")
+        @classmethod
+        def backend(cls):
+            with create_backend("local", BackendOptions(workers=2)) as started:
+                yield started
+
+The fixture yields a *started* backend with at least two workers; the suite runs graphs on it
+and compares every result, bit for bit, with the serial reference.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from cluster_runner.backends import BackendOptions, create_backend
+from cluster_runner.errors import RunTimeoutError, TaskFailedError
+from cluster_runner.execute import execute
+from cluster_runner.graph import Graph
+from cluster_runner.jobspec import parse_job
+from cluster_runner.run import run_job
+
+from conftest import SMALL_FULL
+
+
+def fail_on_purpose(x: int) -> int:
+    raise ValueError(f"boom {x}")
+
+
+def sleep_for(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def add(*values: int) -> int:
+    return sum(values)
+
+
+def identity(x: int) -> int:
+    return x
+
+
+_REFERENCE: dict[str, list[str]] = {}
+
+
+def reference_digests() -> list[str]:
+    """Digests of the small job's stages on the serial backend: the bits every backend must give."""
+    if "small" not in _REFERENCE:
+        job = parse_job(SMALL_FULL, name="small")
+        with create_backend("serial", BackendOptions()) as serial:
+            (record,) = run_job(job, serial)
+        _REFERENCE["small"] = [s["digest"] for s in record["stages"]]
+    return _REFERENCE["small"]
+
+
+class BackendConformance:
+    """Inherit, and provide a class-scoped ``backend`` fixture yielding a started backend."""
+
+    def test_every_workload_verifies_and_matches_serial_bit_for_bit(self, backend):
+        job = parse_job(SMALL_FULL, name="small")
+        records = run_job(job, backend, repeat=2)
+        for record in records:
+            assert record["status"] == "verified", record["stages"]
+            assert [s["digest"] for s in record["stages"]] == reference_digests()
+
+    def test_trace_names_every_task_once(self, backend):
+        job = parse_job(SMALL_FULL, name="small")
+        graph = job.build_graph().stage("primes")
+        result = execute(graph, backend, timeout=120)
+        assert sorted(t.key for t in result.traces) == sorted(task.key for task in graph)
+        assert all(t.end >= t.start for t in result.traces)
+
+    def test_chunk_tasks_spread_over_more_than_one_worker(self, backend):
+        graph = Graph()
+        parts = [graph.add(f"s/sleep-{i}", sleep_for, 0.2, stage="s") for i in range(8)]
+        graph.add("s/sum", add, *parts, stage="s")
+        result = execute(graph, backend, timeout=120)
+        workers = {t.worker for t in result.traces if t.key.startswith("s/sleep")}
+        assert len(workers) >= 2, workers
+
+    def test_diamond_dependencies_pass_values_downstream(self, backend):
+        graph = Graph()
+        root = graph.add("d/root", identity, 5, stage="d")
+        left = graph.add("d/left", add, root, 1, stage="d")
+        right = graph.add("d/right", add, root, 2, stage="d")
+        graph.add("d/join", add, left, right, root, stage="d")
+        result = execute(graph, backend, timeout=120)
+        assert result.values == {"d/join": (5 + 1) + (5 + 2) + 5}
+
+    def test_task_error_names_the_task(self, backend):
+        graph = Graph()
+        bad = graph.add("e/bad", fail_on_purpose, 7, stage="e")
+        graph.add("e/after", identity, bad, stage="e")
+        with pytest.raises(TaskFailedError, match=r"e/bad.*ValueError.*boom 7"):
+            execute(graph, backend, timeout=120)
+
+    def test_hung_task_times_out(self, backend):
+        graph = Graph()
+        graph.add("t/slow", sleep_for, 3.0, stage="t")
+        began = time.monotonic()
+        with pytest.raises(RunTimeoutError):
+            execute(graph, backend, timeout=0.5)
+        assert time.monotonic() - began < 2.9
+
+    def test_backend_still_works_after_a_failed_run(self, backend):
+        graph = Graph()
+        graph.add("r/bad", fail_on_purpose, 1, stage="r")
+        with pytest.raises(TaskFailedError):
+            execute(graph, backend, timeout=120)
+        graph = Graph()
+        graph.add("r/ok", add, 2, 3, stage="r")
+        assert execute(graph, backend, timeout=120).values == {"r/ok": 5}
+
+    def test_info_reports_engine_and_workers(self, backend):
+        info = backend.info()
+        assert info.name == backend.name
+        assert info.version
+        assert info.workers >= 2
