@@ -103,6 +103,7 @@ def _execute_ready(
             try:
                 future = done.get(timeout=_remaining(deadline))
             except queue.Empty:
+                backend.abort_running()
                 raise RunTimeoutError(
                     f"run timed out: {len(running)} task(s) still running, e.g."
                     f" {next(iter(running.values()))} (raise --timeout or use more chunks)"

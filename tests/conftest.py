@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -46,34 +48,53 @@ def runner_command() -> list[str]:
     return [sys.executable, "-m", "cluster_runner"]
 
 
+_MP_HELPERS = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
+
+
 def _children() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True)}
+    """Our descendant processes, less multiprocessing's per-interpreter helpers (see below)."""
+    me = os.getpid()
+    found = set()
+    for child in psutil.Process(me).children(recursive=True):
+        try:
+            # The forkserver server and the resource tracker are started once per interpreter
+            # and live, by design, until it exits (they end when their parent does). Pool
+            # workers the forkserver forks are its children, so they are still counted.
+            line = " ".join(child.cmdline())
+            if child.ppid() == me and any(helper in line for helper in _MP_HELPERS):
+                continue
+        except psutil.NoSuchProcess:
+            continue
+        found.add(child.pid)
+    return found
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def no_leaked_processes():
-    """Every test must end every process it started: fail it if a new child survives it."""
+    """Every test module must end every process it started: fail if a new child survives it.
+
+    Module scope, so that class- and module-scoped fixtures (a pool, a cluster) may keep their
+    processes from test to test, and may replace them, as long as they end them all.
+    """
     before = _children()
     yield
-    deadline_left = 30.0
     leaked = _children() - before
-    while leaked and deadline_left > 0:
+    deadline = time.monotonic() + 30.0
+    while leaked and time.monotonic() < deadline:
         _gone, alive = psutil.wait_procs(
             [psutil.Process(p) for p in leaked if psutil.pid_exists(p)], timeout=1.0
         )
         leaked = {p.pid for p in alive}
-        deadline_left -= 1.0
-    if leaked:
-        names = []
-        for pid in leaked:
-            try:
-                proc = psutil.Process(pid)
-                names.append(f"{pid} {' '.join(proc.cmdline())[:120]}")
-                proc.kill()  # ours: a child of this test process
-            except psutil.NoSuchProcess:
-                continue
-        if names:
-            pytest.fail("processes outlived the test: " + "; ".join(names))
+    names = []
+    for pid in leaked:
+        try:
+            proc = psutil.Process(pid)
+            names.append(f"{pid} {' '.join(proc.cmdline())[:120]}")
+            proc.kill()  # ours: a descendant of this test process
+        except psutil.NoSuchProcess:
+            continue
+    if names:
+        pytest.fail("processes outlived the test module: " + "; ".join(names))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -11,6 +11,8 @@ from backend_conformance import BackendConformance, reference_digests
 
 
 class TestThreads(BackendConformance):
+    hang_seconds = 3.0  # a thread cannot be stopped: its "hung" task must end by itself
+
     @pytest.fixture(scope="class")
     @classmethod
     def backend(cls):

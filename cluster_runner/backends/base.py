@@ -93,6 +93,7 @@ class BackendOptions:
     address: str | None = None  # an existing cluster to connect to; None: start our own
     connect_timeout: float = 30.0  # seconds an address has to answer before we give up
     start_method: str | None = None  # local backend: multiprocessing start method
+    nodes: int | None = None  # use only k nodes/workers of an existing cluster; None: all of them
     extra: dict[str, Any] = field(default_factory=dict)  # backend-specific settings (TLS files)
 
 
@@ -154,6 +155,26 @@ class Backend(ABC):
     @abstractmethod
     def info(self) -> BackendInfo:
         """The engine's name, version, worker and node counts, address."""
+
+    def preflight(self, expected_workers: int) -> list[str]:
+        """Problems that would make a timing meaningless, in words; ``[]`` when ready to time.
+
+        A scaling sweep calls this after :meth:`start` and before timing a point, and does not
+        time a point that has problems. This default only checks that the engine has as many
+        workers as the point asks for; engines that connect to a cluster also report workers
+        that are missing or busy with someone else's tasks.
+        """
+        workers = self.info().workers
+        if workers != expected_workers:
+            return [f"{self.name}: {workers} worker(s) up, {expected_workers} expected"]
+        return []
+
+    def abort_running(self) -> None:
+        """Stop the tasks in flight after a run timed out, leaving the backend usable.
+
+        The default does nothing: threads cannot be stopped, and engines that can cancel
+        (Dask, Ray) do so in :meth:`gather` when its timeout expires.
+        """
 
     def restart(self) -> None:
         """Replace a broken engine (a process pool whose worker died); default: close + start."""

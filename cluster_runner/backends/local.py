@@ -120,12 +120,36 @@ class LocalBackend(ExecutorBackend):
         self.worker_pids = sorted(seen)
         self.worker_blas_threads = max(seen.values(), default=None)
 
+    def close(self, grace: float = 5.0) -> None:
+        """Shut the pool down; a worker still busy after ``grace`` seconds (a hung task) is killed.
+
+        ``ProcessPoolExecutor.shutdown(wait=True)`` would wait for a hung task forever, and
+        offers no way to end one, so the worker processes are joined here with a deadline and
+        the stragglers (ours, by their ``Process`` objects) are sent SIGKILL.
+        """
+        if self.executor is None:
+            return
+        executor, self.executor = self.executor, None
+        # The executor's private ``_processes`` (pid -> Process, unchanged since Python 3.2) is
+        # the only handle on its workers; without it a hung worker could not be ended.
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        executor.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + grace
+        for process in processes:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5.0)
+
     def restart(self) -> None:
-        """Replace a pool broken by a dead worker (``BrokenProcessPool``) with a fresh one."""
-        if self.executor is not None:
-            self.executor.shutdown(wait=False, cancel_futures=True)
-            self.executor = None
+        """Replace a pool broken by a dead worker, or stuck on a hung task, with a fresh one."""
+        self.close(grace=0.0)
         self.start()
+
+    def abort_running(self) -> None:
+        """End the tasks in flight (after a timeout) by replacing the pool."""
+        self.restart()
 
     def info(self) -> BackendInfo:
         return BackendInfo(
