@@ -14,7 +14,8 @@ is submitted the moment its last dependency finishes, with the values filled in.
 arrive through a queue fed by ``Future.add_done_callback``, which costs O(1) per task, where
 ``concurrent.futures.wait`` over all running futures would cost O(running) per completion.
 If the pool breaks because a worker died, the backend replaces it and every task that was in
-flight is submitted again, up to ``retries`` times in all; the count is reported.
+flight is submitted again, each at most ``retries`` times; the count of resubmissions is
+reported.
 
 Every wait is bounded by the run's deadline.
 """
@@ -86,6 +87,7 @@ def _execute_ready(
     traces: list[TaskTrace] = []
     done: queue.SimpleQueue[cf.Future] = queue.SimpleQueue()
     running: dict[cf.Future, str] = {}
+    attempts: dict[str, int] = {}  # key -> times it was lost with a worker
     retried = 0
 
     def submit(key: str) -> None:
@@ -114,13 +116,20 @@ def _execute_ready(
             try:
                 output = future.result()
             except cf.BrokenExecutor as exc:
+                # A worker died (killed, out of memory, segfault): every task in flight is
+                # lost with the pool. Replace the pool and submit them again, each at most
+                # ``retries`` times, as Dask and Ray do with their own retries.
                 lost = [key, *running.values()]
-                retried += len(lost)
-                if retried > retries:
+                for lost_key in lost:
+                    attempts[lost_key] = attempts.get(lost_key, 0) + 1
+                worst = max(lost, key=lambda k: attempts[k])
+                if attempts[worst] > retries:
                     raise WorkerLostError(
-                        f"workers died and {retried} task(s) were lost, more than --retries"
-                        f" {retries} allows (out of memory? {exc})"
+                        f"task {worst} was lost with its worker {attempts[worst]} times, more"
+                        f" than --retries {retries} allows (out of memory, or a crash in the"
+                        f" task? {type(exc).__name__})"
                     ) from None
+                retried += len(lost)
                 running.clear()
                 backend.restart()
                 for lost_key in lost:

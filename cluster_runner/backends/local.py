@@ -29,7 +29,7 @@ import time
 
 from cluster_runner.backends.base import BackendInfo, BackendOptions
 from cluster_runner.backends.executor import ExecutorBackend
-from cluster_runner.errors import UsageError
+from cluster_runner.errors import ExecutionError, UsageError
 
 #: Environment variables read by BLAS/OpenMP libraries that a task may load later.
 _THREAD_ENV = (
@@ -113,9 +113,16 @@ class LocalBackend(ExecutorBackend):
         hold = 0.05
         while len(seen) < self.workers and time.monotonic() < deadline:
             probes = [self.executor.submit(probe_worker, hold) for _ in range(self.workers)]
-            for probe in probes:
-                pid, blas = probe.result(timeout=max(1.0, deadline - time.monotonic()))
-                seen[pid] = blas
+            try:
+                for probe in probes:
+                    pid, blas = probe.result(timeout=max(1.0, deadline - time.monotonic()))
+                    seen[pid] = blas
+            except (cf.BrokenExecutor, cf.TimeoutError) as exc:
+                self.close(grace=0.0)
+                raise ExecutionError(
+                    f"the local pool's workers did not start ({type(exc).__name__}); run"
+                    " from a file rather than stdin, or try --start-method spawn"
+                ) from None
             hold *= 2
         self.worker_pids = sorted(seen)
         self.worker_blas_threads = max(seen.values(), default=None)

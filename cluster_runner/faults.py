@@ -1,0 +1,67 @@
+"""Fault injection: make one worker process die partway through a run, on any backend.
+
+``--inject-fault kill-worker`` exercises the recovery path that a long sweep on a shared
+cluster relies on, on every backend alike: one task in the middle of the run's first stage is
+wrapped in :func:`die_once`, which SIGKILLs the process running it, exactly as the kernel's OOM
+killer would. The engine must notice the lost worker and rerun the lost tasks (the local pool
+is replaced; Dask and Ray reschedule), and the run must still verify.
+
+"Once" is kept by a marker file created with ``O_EXCL``: the first attempt creates it and dies,
+the retry finds it and runs the task. On a multi-node cluster whose nodes do not share the
+driver's temporary folder, the task dies once per node it is retried on, still a bounded number.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cluster_runner.graph import Graph, Ref
+
+KILL_WORKER = "kill-worker"
+#: The faults a user can inject, for click's choices.
+FAULTS = (KILL_WORKER,)
+
+
+def die_once(marker: str, func: Callable[..., Any], *args: Any) -> Any:
+    """Task wrapper: the first call SIGKILLs its own process; the retry runs ``func(*args)``."""
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return func(*args)
+    os.close(fd)
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("unreachable: SIGKILL cannot be caught")
+
+
+def victim(graph: Graph) -> str:
+    """The task to kill: the middle one of those that feed another, so others finish first."""
+    feeders = [key for key, users in graph.dependents().items() if users]
+    return feeders[len(feeders) // 2]
+
+
+def with_kill_worker(graph: Graph) -> tuple[Graph, Path]:
+    """A copy of ``graph`` whose :func:`victim` kills its worker once; and the marker's path."""
+    marker = Path(tempfile.gettempdir()) / f"cluster-runner-fault-{os.getpid()}-{id(graph)}"
+    marker.unlink(missing_ok=True)
+    doomed = victim(graph)
+    faulty = Graph()
+    for task in graph:
+        args = [Ref(a.key) if isinstance(a, Ref) else a for a in task.args]
+        if task.key == doomed:
+            faulty.add(
+                task.key,
+                die_once,
+                str(marker),
+                task.func,
+                *args,
+                stage=task.stage,
+                resources=task.resources,
+            )
+        else:
+            faulty.add(task.key, task.func, *args, stage=task.stage, resources=task.resources)
+    return faulty, marker
