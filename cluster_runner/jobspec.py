@@ -100,12 +100,12 @@ class JobSpec:
                     hit = True
             if target is not None and target not in {s.name for s in self.stages}:
                 raise JobSpecError(
-                    f"--set {text}: no stage named {target!r} in job {self.name!r}"
+                    f"--set {text!r}: no stage named {target!r} in job {self.name!r}"
                     f" (stages: {', '.join(s.name for s in self.stages)})"
                 )
             if not hit:
                 raise JobSpecError(
-                    f"--set {text}: no stage of job {self.name!r} has a parameter {key!r}"
+                    f"--set {text!r}: no stage of job {self.name!r} has a parameter {key!r}"
                 )
         return replace(
             self,
@@ -200,11 +200,11 @@ def _stage(workload: str, name: str, weak: str, params: Mapping[str, Any], where
 def _parse_assignment(text: str) -> tuple[str | None, str, Any]:
     """Split ``[STAGE.]KEY=VALUE``; VALUE is read as a TOML value, else as a bare string."""
     if "=" not in text:
-        raise JobSpecError(f"--set {text}: expected KEY=VALUE, e.g. --set n=1000000000")
+        raise JobSpecError(f"--set {text!r}: expected KEY=VALUE, e.g. --set n=1000000000")
     lhs, raw = (part.strip() for part in text.split("=", 1))
     target, _, key = lhs.rpartition(".")
     if not key or not raw:
-        raise JobSpecError(f"--set {text}: expected KEY=VALUE, e.g. --set n=1000000000")
+        raise JobSpecError(f"--set {text!r}: expected KEY=VALUE, e.g. --set n=1000000000")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
