@@ -26,6 +26,8 @@ from cluster_runner.errors import RunnerError
 #: Subcommand name -> "module:attribute" of its click command.
 COMMANDS = {
     "submit": "cluster_runner.commands.submit:submit",
+    "scale": "cluster_runner.commands.scale:scale",
+    "report": "cluster_runner.commands.report:report",
     "jobs": "cluster_runner.commands.jobs:jobs",
     "backends": "cluster_runner.commands.backends:backends",
 }

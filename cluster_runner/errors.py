@@ -8,6 +8,7 @@ The tree is small on purpose (compare ``concurrent.futures.BrokenExecutor``):
 
 - ``UsageError`` (exit 2): the user asked for something malformed or impossible: a bad job spec,
   override, worker list, address, or a backend or GPU that is not there. Nothing was run.
+  Results files that are not ours, or that mix different experiments, are usage errors too.
 - ``ExecutionError`` (exit 1): a run started and could not finish: a task raised, a worker was
   lost more often than the retry budget allows, or the run passed its timeout.
 """
@@ -41,6 +42,10 @@ class ConnectError(UsageError):
 
 class ResultsFileError(UsageError):
     """A results file is not one of ours, or cannot be read."""
+
+
+class MixedResultsError(ResultsFileError):
+    """Results of different experiments (job, mode, machine, cluster) were given to compare."""
 
 
 class ExecutionError(RunnerError):

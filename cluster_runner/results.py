@@ -8,7 +8,21 @@ reading one never runs code.
 Schema history (bump :data:`SCHEMA_VERSION` on any change a reader must know about):
 
 1. First version: job, backend, per-stage wall times, results, verification, task placement,
-   environment.
+   environment. Added before release, readers need not check for them but must not require
+   them (records written by ``submit`` before they were added lack them):
+
+   - ``usage`` (per stage and per run): ``cpu_s``, CPU seconds of the driver's process tree
+     while the stage ran; ``peak_rss_bytes``, its largest sampled resident memory;
+     ``processes``; ``scope``, which says whether remote workers were outside the figures
+     (see :mod:`cluster_runner.usage`).
+   - ``status`` may be ``skipped``: a sweep point whose pre-flight found missing or busy
+     workers, not timed; ``error`` says why, ``stages`` is empty, ``wall_s`` is null.
+   - ``labels`` of a ``runner scale`` sweep (see :mod:`cluster_runner.scaling`): ``mode``,
+     ``axis``, ``size``, ``workers``, ``nodes``, ``chunks``, ``factor``, ``base_digest`` (of
+     the job before weak scaling or chunk overrides: what makes runs comparable), ``round``
+     (null for warm-ups), ``point`` and ``other_load`` (percent of the CPUs that processes
+     outside the sweep used just before its size was timed); all runs of a sweep share one
+     ``session``.
 """
 
 from __future__ import annotations
@@ -142,7 +156,7 @@ def read_records(paths: Iterable[str | Path]) -> Iterator[dict[str, Any]]:
     A last line that is cut short (the writer died mid-line) is skipped with a warning; any
     other line that is not one of our records makes the file "not ours", a one-line error.
     """
-    for path in _expand(paths):
+    for path in results_files(paths):
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
@@ -170,7 +184,8 @@ def read_records(paths: Iterable[str | Path]) -> Iterator[dict[str, Any]]:
             yield record
 
 
-def _expand(paths: Iterable[str | Path]) -> Iterator[Path]:
+def results_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """The files named, with each folder replaced by the ``*.jsonl`` files in it (sorted)."""
     for raw in paths:
         path = Path(raw)
         if path.is_dir():

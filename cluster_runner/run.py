@@ -5,6 +5,12 @@ wall time is its own (stages that overlapped would share their time). A stage's 
 from the first submit to the sink's value in the driver: it includes every scheduling and
 transfer cost a user of that backend would pay. Verification happens after the clock stops.
 
+While a stage's graph runs, a :class:`~cluster_runner.usage.TreeMonitor` measures the CPU time
+and peak memory of the driver's process tree (which holds the workers of every backend it
+starts): each stage gets its ``usage``, and the record the sum of CPU seconds and the largest
+peak. The monitor's snapshots fall outside the stage clock; verification, which runs in the
+driver after the clock stops, is not in the figures.
+
 Each run becomes a record (see :mod:`cluster_runner.results`) handed to ``on_record`` the
 moment it ends, so the caller can write it before the next run starts.
 """
@@ -13,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict
 from typing import Any
 
@@ -22,6 +28,7 @@ from cluster_runner.errors import ExecutionError
 from cluster_runner.execute import DEFAULT_RETRIES, execute
 from cluster_runner.jobspec import JobSpec
 from cluster_runner.results import RECORD_FORMAT, SCHEMA_VERSION, environment, new_id, now
+from cluster_runner.usage import TreeMonitor
 from cluster_runner.workloads import get_workload
 
 
@@ -36,26 +43,34 @@ def run_job(
     on_record: Callable[[dict[str, Any]], None] = lambda record: None,
     session: str | None = None,
     labels: dict[str, Any] | None = None,
+    first_index: int = 0,
+    exclude_pids: Collection[int] = (),
 ) -> list[dict[str, Any]]:
     """Run ``job`` ``warmup + repeat`` times on a started backend; return the records.
 
     A run that fails is recorded (status ``failed``) before its error is raised again.
     ``labels`` are copied into every record (a sweep's mode and point, for instance).
+    ``first_index`` numbers the first run's ``repeat`` field, for a caller (a sweep) that
+    makes a point's runs one call at a time. ``exclude_pids`` are processes (with their
+    descendants) left out of the usage figures: the other backends a sweep keeps up meanwhile.
     """
     graph = job.build_graph()
     stage_graphs = [(stage, graph.stage(stage.name)) for stage in job.stages]
     session = session or new_id()
     records = []
-    for index in range(warmup + repeat):
-        record = _base_record(job, backend, session, index, index < warmup, labels)
+    for i in range(warmup + repeat):
+        record = _base_record(job, backend, session, first_index + i, i < warmup, labels)
         began = time.perf_counter()
         try:
             for stage, stage_graph in stage_graphs:
-                record["stages"].append(_run_stage(stage, stage_graph, backend, timeout, retries))
+                record["stages"].append(
+                    _run_stage(stage, stage_graph, backend, timeout, retries, exclude_pids)
+                )
         except ExecutionError as exc:
             record.update(status="failed", error=str(exc), wall_s=time.perf_counter() - began)
             on_record(record)
             raise
+        record["usage"] = _usage(record["stages"], backend)
         record["wall_s"] = sum(s["wall_s"] for s in record["stages"])
         ok = all(s["verified"] for s in record["stages"])
         record["status"] = "verified" if ok else "unverified"
@@ -64,11 +79,25 @@ def run_job(
     return records
 
 
-def _run_stage(stage, stage_graph, backend: Backend, timeout, retries) -> dict[str, Any]:
+def _usage(stages: list[dict[str, Any]], backend: Backend) -> dict[str, Any]:
+    """A run's CPU seconds and peak memory over its stages, and what the figures cover."""
+    remote = backend.options.address is not None
+    return {
+        "cpu_s": sum(s["usage"]["cpu_s"] for s in stages),
+        "peak_rss_bytes": max((s["usage"]["peak_rss_bytes"] for s in stages), default=0),
+        "processes": max((s["usage"]["processes"] for s in stages), default=0),
+        "scope": "driver only (workers are remote)" if remote else "driver process tree",
+    }
+
+
+def _run_stage(
+    stage, stage_graph, backend: Backend, timeout, retries, exclude_pids: Collection[int] = ()
+) -> dict[str, Any]:
     workload = get_workload(stage.workload)
-    began = time.perf_counter()
-    result = execute(stage_graph, backend, timeout=timeout, retries=retries)
-    wall = time.perf_counter() - began
+    with TreeMonitor(exclude=exclude_pids) as monitor:  # its snapshots stay outside the clock
+        began = time.perf_counter()
+        result = execute(stage_graph, backend, timeout=timeout, retries=retries)
+        wall = time.perf_counter() - began
     (value,) = result.values.values()
     verification = workload.verify(stage.params, value)
     summary = workload.summarize(stage.params, value)
@@ -84,6 +113,7 @@ def _run_stage(stage, stage_graph, backend: Backend, timeout, retries) -> dict[s
         "verification": verification.method,
         "expected": verification.expected,
         "retried": result.retried,
+        "usage": monitor.result(),
         **placement(result.traces),
     }
 
@@ -125,3 +155,20 @@ def _base_record(
         "labels": dict(labels or {}),
         "environment": environment(),
     }
+
+
+def skipped_record(
+    job: JobSpec,
+    backend: Backend,
+    problems: list[str],
+    *,
+    session: str,
+    labels: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The record of a sweep point that was not timed, because its pre-flight found problems.
+
+    Writing it keeps the results file honest about what a sweep left out, and why.
+    """
+    record = _base_record(job, backend, session, 0, False, labels)
+    record.update(status="skipped", error="; ".join(problems))
+    return record

@@ -1,0 +1,208 @@
+"""``runner scale``: time a job over worker counts, node counts or task counts, and report."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from cluster_runner.commands.options import (
+    IntList,
+    backend_options,
+    job_options,
+    resolve_job,
+    run_options,
+)
+
+
+def _default_workers() -> list[int]:
+    """Powers of two up to this machine's CPU count, and the CPU count itself."""
+    cpus = os.cpu_count() or 1
+    sizes = [2**i for i in range(cpus.bit_length()) if 2**i <= cpus]
+    return sorted({*sizes, cpus})
+
+
+@click.command(context_settings={"default_map": {"repeat": 5, "warmup": 1}})
+@job_options
+@lambda func: backend_options(func, multiple=True)
+@click.option(
+    "--workers",
+    type=IntList(),
+    default=None,
+    help="Worker counts to time, e.g. 1,2,4 [default: powers of 2 up to the CPU count];"
+    " with --nodes, the workers expected on each node.",
+)
+@click.option(
+    "--nodes",
+    type=IntList(),
+    default=None,
+    help="On an existing cluster (--address): node counts to time, e.g. 1,2; the cluster is"
+    " not restarted, the graph is restricted to that many nodes.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["strong", "weak"]),
+    default="strong",
+    show_default=True,
+    help="strong: fixed problem; weak: the problem grows with the size (each stage's weak"
+    " parameter times the worker or node count).",
+)
+@click.option(
+    "--chunks",
+    type=IntList(),
+    default=None,
+    help="Task counts to sweep (granularity), e.g. 8,32,128,512: sets chunks= in every stage.",
+)
+@run_options
+def scale(
+    job_path,
+    overrides,
+    backends,
+    address,
+    connect_timeout,
+    start_method,
+    workers,
+    nodes,
+    mode,
+    chunks,
+    repeat,
+    warmup,
+    out_dir,
+    timeout,
+    retries,
+) -> int:
+    """Time a job at several sizes on one or more backends; exit 0 if every run verified.
+
+    Backends of one size are started together (start-up timed apart) and their timed runs
+    alternate, A B A B, so that drift on a busy machine hits all alike. Each run is appended
+    to a JSON Lines file under --out the moment it ends: Ctrl-C keeps every finished run.
+
+    \b
+    Examples:
+      runner scale --job primes --backend local,dask,ray --workers 1,2 --repeat 3
+      runner scale --job dot --mode weak --workers 1,2,4
+      runner scale --job primes --backend local --workers 2 --chunks 8,32,128,512
+      runner scale --job primes --backend dask --address tcp://10.0.0.5:8786 --nodes 1,2,4
+    """
+    from cluster_runner.jobspec import load_job
+    from cluster_runner.report import console
+    from cluster_runner.results import ResultsWriter, results_path
+    from cluster_runner.scaling import plan_sweep
+
+    job = load_job(resolve_job(job_path), overrides)
+    plan = plan_sweep(
+        job,
+        backends,
+        workers=workers or ([] if nodes else _default_workers()),
+        nodes=nodes or [],
+        chunks=chunks or [],
+        mode=mode,
+        address=address,
+        connect_timeout=connect_timeout,
+        start_method=start_method,
+    )
+    out = console()
+    path = results_path(out_dir, job.name, "+".join(backends))
+    sizes = ",".join(str(s.size) for s in plan.steps)
+    more = f", chunks {','.join(map(str, chunks))}" if chunks and len(chunks) > 1 else ""
+    out.print(
+        f"[bold]{job.name}[/]: {mode} scaling of {', '.join(backends)} over"
+        f" {'nodes' if nodes else 'workers'} {sizes}{more};"
+        f" {warmup} warm-up + {repeat} timed run(s) a point"
+    )
+    for note in plan.notes:
+        out.print(f"note: {note}")
+    out.print(f"results: {path}")
+    with ResultsWriter(path) as writer:
+        outcome = _sweep(plan, writer, out, warmup, repeat, timeout, retries)
+    if outcome.records:
+        _summary(path, out)
+    verdict = "[green]every run verified[/]" if outcome.ok else "[red]not every point verified[/]"
+    out.print(f"{verdict}; {outcome.records} record(s) in {path}")
+    out.print(f"plot: runner report {path} --plot {path.with_suffix('.png')}")
+    return 0 if outcome.ok else 1
+
+
+def _sweep(plan, writer, out, warmup, repeat, timeout, retries):
+    """Run the sweep under a progress bar, printing a line per run and per pre-flight."""
+    from rich.markup import escape
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from cluster_runner.report import NOISY_LOAD
+    from cluster_runner.scaling import SweepObserver, run_sweep
+
+    progress = Progress(
+        TextColumn("sweep"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("runs"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=out,
+        transient=True,
+    )
+    bar = progress.add_task("sweep", total=plan.runs(warmup, repeat))
+
+    class Show(SweepObserver):
+        def started(self, engine, info):
+            up = f"{info.startup_s:.2f} s" if info.startup_s is not None else "?"
+            nodes = f" on {info.nodes} node(s)" if info.nodes and info.nodes > 1 else ""
+            progress.console.print(f"{engine.backend}: {info.workers} worker(s){nodes} up in {up}")
+
+        def checked(self, step, load, problems):
+            bad = {name: p for name, p in problems.items() if p}
+            names = ", ".join(e.backend for e in step.engines)
+            busy = f"; other processes use {load:.0f}% of the CPUs" + (
+                " (expect noisy timings)" if load > NOISY_LOAD else ""  # as the report says
+            )
+            if not bad:
+                progress.console.print(
+                    f"pre-flight at {step.size}: {names} connected and idle{busy}"
+                )
+            for name, items in bad.items():
+                progress.console.print(
+                    f"[red]pre-flight at {step.size}: {name} not timed:[/]"
+                    f" {escape('; '.join(items))}"
+                )
+
+        def finished(self, record):
+            label = record["labels"].get("point", record["backend"]["name"])
+            if record["status"] == "skipped":
+                return
+            kind = "warm-up" if record["warmup"] else f"run {record['labels']['round'] + 1}"
+            mark = {"verified": "[green]verified[/]", "unverified": "[red]NOT verified[/]"}
+            status = mark.get(record["status"], f"[red]{record['status']}[/]")
+            error = f": {escape(record['error'])}" if record.get("error") else ""
+            progress.console.print(
+                f"{escape(label)} {kind}: {status} in {record['wall_s']:.3f} s{error}"
+            )
+
+        def advance(self, runs):
+            progress.advance(bar, runs)
+
+    with progress:
+        return run_sweep(
+            plan,
+            warmup=warmup,
+            repeat=repeat,
+            timeout=timeout,
+            retries=retries,
+            on_record=writer.append,
+            observer=Show(),
+        )
+
+
+def _summary(path, out) -> None:
+    """The report of what this sweep wrote, read back from its file."""
+    from cluster_runner.aggregate import aggregate
+    from cluster_runner.report import print_report
+
+    print_report(aggregate([path]), out)
