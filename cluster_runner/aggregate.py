@@ -7,10 +7,12 @@ each backend the same cluster. Anything else would compare apples with pears, so
 (:class:`~cluster_runner.errors.MixedResultsError`) rather than mixing silently.
 
 Records are grouped into *points* (backend x size, and chunk count) and points into *series*
-(one per backend; per backend and size on the ``chunks`` axis). Only timed runs that verified
-count towards times; warm-ups are left out, and failed, unverified and skipped runs are
-counted and explained. Records written by ``runner submit`` (no sweep labels) read as a strong
-sweep over workers, so a few submits at different ``--workers`` can be reported as well.
+(one per backend; per backend and size on the ``chunks`` axis). Runs with the array stages on
+GPUs form series of their own (``local/gpu``), so CPU and GPU scaling share one report. Only
+timed runs that verified count towards times; warm-ups are left out, and failed, unverified
+and skipped runs are counted and explained. Records written by ``runner submit`` (no sweep
+labels) read as a strong sweep over workers, so a few submits at different ``--workers`` can be
+reported as well.
 
 Every number is computed by :mod:`cluster_runner.metrics`; this module only chooses inputs.
 """
@@ -148,8 +150,21 @@ def _labels(record: dict[str, Any]) -> dict[str, Any]:
         "nodes": labels.get("nodes"),
         "chunks": labels.get("chunks"),
         "factor": labels.get("factor", 1),
+        "device": labels.get("device", _device(record)),
         "base_digest": labels.get("base_digest", record["job"]["digest"]),
     }
+
+
+def _device(record: dict[str, Any]) -> str:
+    """``gpu`` if any stage of the record's job ran on GPUs, else ``cpu``."""
+    stages = record["job"].get("stages", [])
+    return "gpu" if any(s["params"].get("device") == "gpu" for s in stages) else "cpu"
+
+
+def series_name(record: dict[str, Any]) -> str:
+    """The line a record belongs to: its backend, and ``/gpu`` for runs on GPUs."""
+    device = _labels(record)["device"]
+    return record["backend"]["name"] + ("/gpu" if device == "gpu" else "")
 
 
 def _machine(record: dict[str, Any]) -> str:
@@ -198,7 +213,7 @@ def _check_one_experiment(tagged: list[tuple[str, dict[str, Any]]]) -> None:
 
 def _point_key(record: dict[str, Any]) -> tuple:
     labels = _labels(record)
-    return (record["backend"]["name"], labels["size"], labels["chunks"])
+    return (series_name(record), labels["size"], labels["chunks"])
 
 
 def _point(records: list[dict[str, Any]]) -> PointStats:
@@ -212,7 +227,7 @@ def _point(records: list[dict[str, Any]]) -> PointStats:
     loads = [(r.get("labels") or {}).get("other_load") for r in records]
     loads = [x for x in loads if x is not None]
     base = PointStats(
-        backend=backend["name"],
+        backend=series_name(first),
         size=labels["size"],
         workers=backend["workers"],
         nodes=labels["nodes"],

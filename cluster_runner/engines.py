@@ -8,6 +8,7 @@ import platform
 from dataclasses import dataclass
 
 from cluster_runner.backends import REGISTRY
+from cluster_runner.devices import gpu_info
 
 
 @dataclass(frozen=True)
@@ -45,39 +46,16 @@ def engine_status() -> list[EngineStatus]:
         module, package = _ENGINE_PACKAGES[name]
         installed = importlib.util.find_spec(module) is not None
         note = _NOTES[name] if installed else f"pip install 'cluster-runner[{extra}]'"
+        if name == "ray" and installed and importlib.util.find_spec("grpc") is None:
+            note += " (ray:// needs Ray Client: pip install 'ray[client]')"
         out.append(EngineStatus(name, installed, _version(package), note))
     return out
 
 
 def gpu_status() -> EngineStatus:
-    """Whether CuPy imports and how many CUDA devices it sees (and their names)."""
-    if importlib.util.find_spec("cupy") is None:
-        return EngineStatus(
-            "gpu",
-            False,
-            None,
-            "CuPy not installed: pip install 'cluster-runner[gpu]' (or any cupy-cudaXXx build)",
-        )
-    try:
-        import cupy
-
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:
-        return EngineStatus("gpu", True, _cupy_version(), f"no CUDA device visible ({exc})")
-    if count == 0:
-        return EngineStatus("gpu", True, _cupy_version(), "no CUDA device visible")
-    names = []
-    for index in range(count):
-        props = cupy.cuda.runtime.getDeviceProperties(index)
-        name = props["name"]
-        names.append(name.decode() if isinstance(name, bytes) else str(name))
-    return EngineStatus("gpu", True, _cupy_version(), f"{count} device(s): {', '.join(names)}")
-
-
-def _cupy_version() -> str | None:
-    try:
-        import cupy
-
-        return cupy.__version__
-    except Exception:
-        return None
+    """Whether CuPy imports and which CUDA devices it sees (names and memory)."""
+    info = gpu_info()
+    if info.problem:
+        return EngineStatus("gpu", info.cupy_version is not None, info.cupy_version, info.problem)
+    names = ", ".join(f"{d['name']} ({d['memory_bytes'] / 2**30:.0f} GiB)" for d in info.devices)
+    return EngineStatus("gpu", True, info.cupy_version, f"{info.count} device(s): {names}")

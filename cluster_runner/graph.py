@@ -50,6 +50,19 @@ class Task:
         return f"{self.key} = {self.func.__module__}.{self.func.__qualname__}({shown})"
 
 
+@dataclass(frozen=True)
+class Phased:
+    """A task's value with the seconds its phases took (a GPU kernel's generate/compute/reduce).
+
+    A task function may return one; the runner records ``phases`` and ``device`` in the task's
+    trace and passes ``value`` on to the tasks that depend on it.
+    """
+
+    value: Any
+    phases: Mapping[str, float]
+    device: str
+
+
 def _short(value: Any, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -115,6 +115,19 @@ class JobSpec:
             ),
         )
 
+    @property
+    def uses_gpu(self) -> bool:
+        """Whether any stage runs on a GPU (``device = "gpu"``)."""
+        return any(s.params.get("device") == "gpu" for s in self.stages)
+
+    def on_gpu(self) -> JobSpec:
+        """The job with every array stage on the GPU (what ``--gpu`` asks for)."""
+        if not any("device" in s.params for s in self.stages):
+            raise JobSpecError(
+                f"--gpu: job {self.name!r} has no array stage (array_means, dot) to run on a GPU"
+            )
+        return self.with_overrides(["device=gpu"])
+
     def scaled(self, factor: int) -> JobSpec:
         """The weak-scaling job for ``factor`` workers: each stage's weak parameter times factor."""
         stages = []

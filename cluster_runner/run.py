@@ -119,9 +119,14 @@ def _run_stage(
 
 
 def placement(traces: list[TaskTrace]) -> dict[str, Any]:
-    """Where a stage's tasks ran and how busy they kept the workers."""
+    """Where a stage's tasks ran, how busy they kept the workers, and any device phases."""
     busy = [t.end - t.start for t in traces]
+    phases: Counter[str] = Counter()
+    for trace in traces:
+        phases.update(trace.phases or {})
+    devices = Counter(t.device for t in traces if t.device)
     return {
+        **({"phases": dict(phases), "devices_used": dict(devices)} if devices else {}),
         "workers_used": dict(Counter(t.worker for t in traces)),
         "nodes_used": dict(Counter(t.node for t in traces)),
         "busy_s": sum(busy),

@@ -73,12 +73,18 @@ class Point:
     job: JobSpec  # the job exactly as it runs at this point
 
     @property
+    def device(self) -> str:
+        """``gpu`` when the point's array stages run on GPUs, else ``cpu``."""
+        return "gpu" if self.job.uses_gpu else "cpu"
+
+    @property
     def label(self) -> str:
-        """A short name: ``local x2``, ``dask 1 node``, ``ray x2 c128``."""
+        """A short name: ``local x2``, ``dask 1 node``, ``ray x2 c128``, ``local x2 gpu``."""
         where = f" {self.nodes} node{'s' * (self.nodes != 1)}" if self.nodes else ""
         size = f" x{self.workers}" if self.workers and not self.nodes else ""
         chunks = f" c{self.chunks}" if self.chunks else ""
-        return f"{self.backend}{size}{where}{chunks}"
+        gpu = " gpu" if self.device == "gpu" else ""
+        return f"{self.backend}{size}{where}{chunks}{gpu}"
 
 
 @dataclass(frozen=True)
@@ -126,11 +132,14 @@ def plan_sweep(
     address: str | None = None,
     connect_timeout: float = 30.0,
     start_method: str | None = None,
+    gpu: bool = False,
 ) -> SweepPlan:
     """The points of a sweep; raise a one-line :class:`UsageError` for impossible requests.
 
-    Every job variant (scaled, re-chunked) is built and validated here, so a sweep that would
-    fail at its last point for a bad parameter fails before its first.
+    Every job variant (scaled, re-chunked, on GPUs) is built and validated here, so a sweep
+    that would fail at its last point for a bad parameter fails before its first. With ``gpu``
+    every point is timed twice, as given and with the array stages on GPUs, so one report
+    compares CPU and GPU scaling.
     """
     if mode not in MODES:
         raise UsageError(f"unknown mode {mode!r} (choose strong or weak)")
@@ -166,6 +175,7 @@ def plan_sweep(
                 connect_timeout=connect_timeout,
                 start_method=start_method,
                 nodes=size if nodes else None,
+                gpu=gpu or job.uses_gpu,
             )
             expected = per_node * size if per_node else count
             points = tuple(
@@ -176,9 +186,10 @@ def plan_sweep(
                     nodes=size if nodes else None,
                     chunks=c,
                     factor=factor,
-                    job=_variant(job, c, factor),
+                    job=_variant(job, c, factor, on_gpu),
                 )
                 for c in (chunks or [None])
+                for on_gpu in ((False, True) if gpu else (False,))
             )
             engines.append(Engine(name, options, expected, points))
         if engines:
@@ -188,8 +199,9 @@ def plan_sweep(
     return SweepPlan(job, mode, axis, tuple(steps), tuple(notes))
 
 
-def _variant(job: JobSpec, chunks: int | None, factor: int) -> JobSpec:
+def _variant(job: JobSpec, chunks: int | None, factor: int, on_gpu: bool = False) -> JobSpec:
     variant = job if chunks is None else job.with_overrides([f"chunks={chunks}"])
+    variant = variant.on_gpu() if on_gpu else variant
     return variant.scaled(factor) if factor != 1 else variant
 
 
@@ -392,6 +404,7 @@ def _labels(plan: SweepPlan, point: Point, round_: int | None, load: float) -> d
         "nodes": point.nodes,
         "chunks": point.chunks,
         "factor": point.factor,
+        "device": point.device,
         "base_digest": plan.job.digest,
         "round": round_,
         "point": point.label,

@@ -30,7 +30,7 @@ def test_full_job_runs_all_three_workloads():
 def test_defaults_are_filled_in_and_weak_parameter_chosen():
     job = parse_job('[[stage]]\nworkload = "dot"\nn = 100\n')
     (stage,) = job.stages
-    assert stage.params == {"n": 100, "chunks": 16, "seed": 0}
+    assert stage.params == {"n": 100, "chunks": 16, "seed": 0, "device": "cpu"}
     assert stage.weak == "n"
 
 

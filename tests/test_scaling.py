@@ -163,6 +163,7 @@ def test_sweep_writes_labelled_verified_records_in_interleaved_order(tiny, tmp_p
         "nodes": None,
         "chunks": None,
         "factor": 1,
+        "device": "cpu",
         "base_digest": tiny.digest,
         "round": None,
         "point": "threads x2",

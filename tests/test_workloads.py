@@ -58,7 +58,7 @@ def test_wrong_prime_count_fails_verification_off_the_table():
 
 
 def test_array_means_are_the_row_means_of_the_seeded_array():
-    params = {"rows": 50, "cols": 7, "chunks": 4, "seed": 3}
+    params = {"rows": 50, "cols": 7, "chunks": 4, "seed": 3, "device": "cpu"}
     stage = _run_stage(
         '[[stage]]\nworkload = "array_means"\nrows = 50\ncols = 7\nchunks = 4\nseed = 3\n'
     )
@@ -79,7 +79,7 @@ def test_array_means_are_the_row_means_of_the_seeded_array():
 
 def test_array_means_verification_catches_a_corrupted_chunk_and_a_biased_mean():
     workload = get_workload("array_means")
-    params = {"rows": 4_000, "cols": 50, "chunks": 1, "seed": 5}
+    params = {"rows": 4_000, "cols": 50, "chunks": 1, "seed": 5, "device": "cpu"}
     good = row_means_chunk(5, 0, 4_000, 50)
     assert workload.verify(params, good).ok
     corrupted = good.copy()
@@ -103,12 +103,14 @@ def test_dot_is_the_dot_product_of_the_seeded_vectors():
     exact = float(np.dot(np.concatenate(xs), np.concatenate(ys)))
     total = math.fsum(partials)
     assert total == pytest.approx(exact, rel=1e-12)
-    assert value.verify({"n": n, "chunks": chunks, "seed": seed}, (total, np.array(partials))).ok
+    assert value.verify(
+        {"n": n, "chunks": chunks, "seed": seed, "device": "cpu"}, (total, np.array(partials))
+    ).ok
 
 
 def test_dot_verification_catches_a_wrong_partial_and_a_wrong_sum():
     workload = get_workload("dot")
-    params = {"n": 100_000, "chunks": 1, "seed": 1}
+    params = {"n": 100_000, "chunks": 1, "seed": 1, "device": "cpu"}
     partial = dot_chunk(1, 0, 100_000)
     assert workload.verify(params, (partial, np.array([partial]))).ok
     assert not workload.verify(params, (partial, np.array([partial + 1e-9]))).ok

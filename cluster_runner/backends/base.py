@@ -26,12 +26,12 @@ import os
 import socket
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from cluster_runner.errors import TaskFailedError, UsageError
-from cluster_runner.graph import Task
+from cluster_runner.graph import Phased, Task
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,8 @@ class TaskTrace:
     node: str  # the machine or engine node it belongs to
     start: float
     end: float
+    phases: Mapping[str, float] | None = None  # seconds per phase, for kernels that report them
+    device: str | None = None  # the accelerator a GPU kernel ran on
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,11 @@ def run_task(
         raise TaskFailedError(f"task {key} failed: {type(exc).__name__}: {exc}") from exc
     end = time.time()
     worker, node = identify()
-    return TaskOutput(value, (*upstream, TaskTrace(key, worker, node, start, end)))
+    phases = device = None
+    if isinstance(value, Phased):
+        value, phases, device = value.value, dict(value.phases), value.device
+    trace = TaskTrace(key, worker, node, start, end, phases, device)
+    return TaskOutput(value, (*upstream, trace))
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,7 @@ class BackendOptions:
     connect_timeout: float = 30.0  # seconds an address has to answer before we give up
     start_method: str | None = None  # local backend: multiprocessing start method
     nodes: int | None = None  # use only k nodes/workers of an existing cluster; None: all of them
+    gpu: bool = False  # the job has GPU stages: give each worker a GPU, place tasks on GPUs
     extra: dict[str, Any] = field(default_factory=dict)  # backend-specific settings (TLS files)
 
 

@@ -26,9 +26,11 @@ import platform
 import signal
 import sys
 import time
+from typing import Any
 
 from cluster_runner.backends.base import BackendInfo, BackendOptions
 from cluster_runner.backends.executor import ExecutorBackend
+from cluster_runner.devices import WORKER_GPU_ENV, require_gpu
 from cluster_runner.errors import ExecutionError, UsageError
 
 #: Environment variables read by BLAS/OpenMP libraries that a task may load later.
@@ -48,10 +50,19 @@ def default_start_method() -> str:
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
-def init_worker() -> None:
-    """Prepare a pool worker (see the module docstring)."""
+def init_worker(counter: Any = None, gpus: int = 0) -> None:
+    """Prepare a pool worker (see the module docstring).
+
+    With ``gpus`` > 0, the worker takes the next number from the shared ``counter`` and uses
+    GPU ``number % gpus``, so the workers of a pool share out every GPU of the machine.
+    """
     for name in _THREAD_ENV:
         os.environ[name] = "1"
+    if gpus and counter is not None:
+        with counter.get_lock():
+            number = counter.value
+            counter.value += 1
+        os.environ[WORKER_GPU_ENV] = str(number % gpus)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)
@@ -91,6 +102,7 @@ class LocalBackend(ExecutorBackend):
                 f" (choose from {', '.join(multiprocessing.get_all_start_methods())})"
             )
         self.worker_blas_threads: int | None = None
+        self.gpus = 0  # GPUs the workers share out, when the job has GPU stages
         self.worker_pids: list[int] = []
 
     def start(self) -> None:
@@ -100,8 +112,13 @@ class LocalBackend(ExecutorBackend):
 
         count_primes_between(0, 100, base_primes(10))
         context = multiprocessing.get_context(self.start_method)
+        gpus = require_gpu().count if self.options.gpu else 0
+        self.gpus = gpus
         self.executor = cf.ProcessPoolExecutor(
-            self.workers, mp_context=context, initializer=init_worker
+            self.workers,
+            mp_context=context,
+            initializer=init_worker,
+            initargs=(context.Value("i", 0), gpus),
         )
         self._wait_for_workers()
 
@@ -165,5 +182,5 @@ class LocalBackend(ExecutorBackend):
             workers=self.workers,
             start_method=self.start_method,
             startup_s=self.startup_s,
-            extra={"worker_blas_threads": self.worker_blas_threads},
+            extra={"worker_blas_threads": self.worker_blas_threads, "gpus": self.gpus},
         )

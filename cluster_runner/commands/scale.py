@@ -53,10 +53,16 @@ def _default_workers() -> list[int]:
     default=None,
     help="Task counts to sweep (granularity), e.g. 8,32,128,512: sets chunks= in every stage.",
 )
+@click.option(
+    "--gpu",
+    is_flag=True,
+    help="Also time every point with the array stages on GPUs: CPU and GPU series in one report.",
+)
 @run_options
 def scale(
     job_path,
     overrides,
+    gpu,
     backends,
     address,
     connect_timeout,
@@ -81,9 +87,11 @@ def scale(
     Examples:
       runner scale --job primes --backend local,dask,ray --workers 1,2 --repeat 3
       runner scale --job dot --mode weak --workers 1,2,4
+      runner scale --job array_means --workers 1,2 --gpu
       runner scale --job primes --backend local --workers 2 --chunks 8,32,128,512
       runner scale --job primes --backend dask --address tcp://10.0.0.5:8786 --nodes 1,2,4
     """
+    from cluster_runner.devices import require_gpu
     from cluster_runner.jobspec import load_job
     from cluster_runner.report import console
     from cluster_runner.results import ResultsWriter, results_path
@@ -100,7 +108,10 @@ def scale(
         address=address,
         connect_timeout=connect_timeout,
         start_method=start_method,
+        gpu=gpu,
     )
+    if (gpu or job.uses_gpu) and not address:
+        require_gpu()  # a clear error now, before anything starts (a cluster checks its own)
     out = console()
     path = results_path(out_dir, job.name, "+".join(backends))
     sizes = ",".join(str(s.size) for s in plan.steps)

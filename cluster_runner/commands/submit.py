@@ -18,10 +18,14 @@ from cluster_runner.commands.options import backend_options, job_options, resolv
     default=None,
     help="Workers to start (processes, threads or Ray CPUs). [default: CPU count]",
 )
+@click.option(
+    "--gpu", is_flag=True, help="Run the array stages (array_means, dot) on GPUs, with CuPy."
+)
 @run_options
 def submit(
     job_path,
     overrides,
+    gpu,
     backend,
     workers,
     address,
@@ -42,16 +46,26 @@ def submit(
       runner submit --job jobs/full.toml --backend local --workers 2
       runner submit --job primes --set n=1000000000 --repeat 3
       runner submit --job jobs/dot.toml --backend dask --address tcp://127.0.0.1:8786
+      runner submit --job jobs/full.toml --gpu
     """
     from cluster_runner.backends import BackendOptions, create_backend
+    from cluster_runner.devices import require_gpu
     from cluster_runner.jobspec import load_job
     from cluster_runner.report import console, run_line, stage_table
     from cluster_runner.results import ResultsWriter, results_path
     from cluster_runner.run import run_job
 
     job = load_job(resolve_job(job_path), overrides)
+    if gpu:
+        job = job.on_gpu()
+    if job.uses_gpu and not address:
+        require_gpu()  # a clear error now, before anything starts (a cluster checks its own)
     options = BackendOptions(
-        workers=workers, address=address, connect_timeout=connect_timeout, start_method=start_method
+        workers=workers,
+        address=address,
+        connect_timeout=connect_timeout,
+        start_method=start_method,
+        gpu=job.uses_gpu,
     )
     out = console()
     engine = create_backend(backend, options)

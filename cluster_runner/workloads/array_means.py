@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from cluster_runner.devices import CPU, DEVICES
 from cluster_runner.errors import JobSpecError
 from cluster_runner.graph import Graph, Ref
 from cluster_runner.workloads.arrays import row_means_chunk, sampled_chunk
@@ -26,6 +27,8 @@ from cluster_runner.workloads.base import (
     Verification,
     Workload,
     digest,
+    exact_note,
+    recompute,
     split,
 )
 
@@ -33,9 +36,9 @@ from cluster_runner.workloads.base import (
 Z_LIMIT = 5.0
 
 
-def means_chunk(seed: int, chunk: int, rows: int, cols: int) -> np.ndarray:
-    """Task: the row means of chunk ``chunk`` (``rows`` rows)."""
-    return row_means_chunk(seed, chunk, rows, cols)
+def means_chunk(seed: int, chunk: int, rows: int, cols: int, device: str = CPU) -> Any:
+    """Task: the row means of chunk ``chunk`` (``rows`` rows), on ``device``."""
+    return row_means_chunk(seed, chunk, rows, cols, device)
 
 
 def join_means(*parts: np.ndarray) -> np.ndarray:
@@ -59,6 +62,9 @@ class ArrayMeans(Workload):
             maximum=MAX_CHUNKS,
         ),
         Param("seed", int, "seed of the random numbers", default=0, minimum=0, maximum=2**63 - 1),
+        Param(
+            "device", str, "where chunks are generated and reduced", default=CPU, choices=DEVICES
+        ),
     )
 
     def check(self, params: Mapping[str, Any], where: str) -> None:
@@ -76,7 +82,9 @@ class ArrayMeans(Workload):
                 i,
                 stop - start,
                 params["cols"],
+                params["device"],
                 stage=stage,
+                resources=self.resources(params),
             )
             for i, (start, stop) in enumerate(split(params["rows"], params["chunks"]))
         ]
@@ -90,8 +98,10 @@ class ArrayMeans(Workload):
         z = (grand - 0.5) / math.sqrt(1 / (12 * rows * cols))
         i = sampled_chunk(seed, params["chunks"])
         start, stop = split(rows, params["chunks"])[i]
-        exact = np.array_equal(value[start:stop], row_means_chunk(seed, i, stop - start, cols))
-        method = f"grand mean z = {z:+.2f} (|z| < {Z_LIMIT:g}); chunk {i} recomputed exactly"
+        recheck = recompute(params["device"], row_means_chunk, seed, i, stop - start, cols)
+        exact = recheck is None or np.array_equal(value[start:stop], recheck)
+        note = exact_note(params["device"], i, recheck)
+        method = f"grand mean z = {z:+.2f} (|z| < {Z_LIMIT:g}); {note}"
         return Verification(bool(abs(z) < Z_LIMIT and exact), method, 0.5)
 
     def summarize(self, params: Mapping[str, Any], value: Any) -> Summary:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from cluster_runner.devices import GPU, gpu_info
 from cluster_runner.errors import JobSpecError
-from cluster_runner.graph import Graph, Ref
+from cluster_runner.graph import Graph, Phased, Ref
 
 #: Largest task count a stage may ask for; beyond it the driver, not the work, is measured.
 MAX_CHUNKS = 1_000_000
@@ -151,7 +152,28 @@ class Workload(ABC):
 
     def resources(self, params: Mapping[str, Any]) -> dict[str, float]:
         """Resources each chunk task needs beyond one CPU (``{"GPU": 1}`` for GPU stages)."""
-        return {}
+        return {"GPU": 1} if params.get("device") == GPU else {}
+
+
+def recompute(device: str, kernel: Callable[..., Any], *args: Any) -> Any:
+    """A chunk recomputed in the driver on the stage's device; None if the driver has no GPU.
+
+    A GPU chunk must be checked on a GPU (its numbers come from cuRAND, not numpy). A driver
+    that only submits to a remote GPU cluster has none, and then only the statistical check
+    applies, which the verification's words then say.
+    """
+    if device == GPU and gpu_info().problem:
+        return None
+    value = kernel(*args, device)
+    return value.value if isinstance(value, Phased) else value
+
+
+def exact_note(device: str, chunk: int, recheck: Any) -> str:
+    """How the sampled chunk was checked, in the words of the verification record."""
+    if recheck is None:
+        return f"chunk {chunk} not recomputed (no GPU in the driver)"
+    draws = "; GPU draws (cuRAND) differ from CPU draws (PCG64) by design" if device == GPU else ""
+    return f"chunk {chunk} recomputed exactly on the {device}{draws}"
 
 
 def split(total: int, parts: int) -> list[tuple[int, int]]:

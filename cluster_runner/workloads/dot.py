@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from cluster_runner.devices import CPU, DEVICES
 from cluster_runner.errors import JobSpecError
 from cluster_runner.graph import Graph, Ref
 from cluster_runner.workloads.arrays import dot_chunk, sampled_chunk
@@ -27,6 +28,8 @@ from cluster_runner.workloads.base import (
     Verification,
     Workload,
     digest,
+    exact_note,
+    recompute,
     split,
 )
 
@@ -34,9 +37,9 @@ from cluster_runner.workloads.base import (
 Z_LIMIT = 5.0
 
 
-def partial_dot(seed: int, chunk: int, length: int) -> float:
-    """Task: the partial dot product of chunk ``chunk`` (``length`` elements)."""
-    return dot_chunk(seed, chunk, length)
+def partial_dot(seed: int, chunk: int, length: int, device: str = CPU) -> Any:
+    """Task: the partial dot product of chunk ``chunk`` (``length`` elements), on ``device``."""
+    return dot_chunk(seed, chunk, length, device)
 
 
 def sum_partials(*partials: float) -> tuple[float, np.ndarray]:
@@ -52,6 +55,9 @@ class Dot(Workload):
         Param("n", int, "length of each vector", minimum=1, maximum=10**12),
         Param("chunks", int, "number of chunk tasks", default=16, minimum=1, maximum=MAX_CHUNKS),
         Param("seed", int, "seed of the random numbers", default=0, minimum=0, maximum=2**63 - 1),
+        Param(
+            "device", str, "where chunks are generated and reduced", default=CPU, choices=DEVICES
+        ),
     )
 
     def check(self, params: Mapping[str, Any], where: str) -> None:
@@ -63,7 +69,14 @@ class Dot(Workload):
     def build(self, graph: Graph, stage: str, params: Mapping[str, Any]) -> Ref:
         parts = [
             graph.add(
-                f"{stage}/chunk-{i:06d}", partial_dot, params["seed"], i, stop - start, stage=stage
+                f"{stage}/chunk-{i:06d}",
+                partial_dot,
+                params["seed"],
+                i,
+                stop - start,
+                params["device"],
+                stage=stage,
+                resources=self.resources(params),
             )
             for i, (start, stop) in enumerate(split(params["n"], params["chunks"]))
         ]
@@ -75,9 +88,10 @@ class Dot(Workload):
         z = (total - n / 4) / math.sqrt(n * 7 / 144)
         i = sampled_chunk(seed, chunks)
         start, stop = split(n, chunks)[i]
-        exact = partials[i] == dot_chunk(seed, i, stop - start)
+        recheck = recompute(params["device"], dot_chunk, seed, i, stop - start)
+        exact = recheck is None or partials[i] == recheck
         summed = total == math.fsum(partials)
-        method = f"z = {z:+.2f} (|z| < {Z_LIMIT:g}); chunk {i} recomputed exactly"
+        method = f"z = {z:+.2f} (|z| < {Z_LIMIT:g}); {exact_note(params['device'], i, recheck)}"
         return Verification(bool(abs(z) < Z_LIMIT and exact and summed), method, n / 4)
 
     def summarize(self, params: Mapping[str, Any], value: Any) -> Summary:
