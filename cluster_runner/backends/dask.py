@@ -1,0 +1,389 @@
+"""``dask``: Dask distributed, on a cluster started here or on one reached by ``--address``.
+
+With no address, :meth:`DaskBackend.start` starts an embedded ``LocalCluster`` of ``--workers``
+worker processes with one thread each. Its scheduler, workers and dashboard listen on 127.0.0.1
+only, and each worker starts with the BLAS/OpenMP thread variables set to 1, so that N workers
+use N cores. With ``--address tcp://HOST:PORT`` a ``Client`` connects to a running scheduler
+and nothing is started; :meth:`~DaskBackend.close` then closes the client and leaves the
+cluster as it found it.
+
+The graph runs natively: each task is one ``client.submit`` whose upstream arguments are
+futures, so intermediate values move from worker to worker and only the sinks reach the driver.
+Dask hands a new submit of a key that the scheduler still holds the *old* result, so every key
+carries a token that changes after each run (``primes/chunk-000003@5f2a9c01``), and submits
+are ``pure=False``: repeats are computed again, never served from memory.
+
+``BackendOptions.nodes = k`` restricts every task to k of the cluster's workers (the first k
+by name), through ``workers=`` with ``allow_other_workers=False``: a sweep can time 1, 2, ...
+workers of one running cluster without restarting it.
+
+A run that passes its timeout has its futures cancelled. A running Python function cannot be
+stopped, so on the embedded cluster the workers still running one are restarted by their
+nannies; a connected cluster's workers are never restarted: the task runs on, and
+:meth:`~DaskBackend.preflight` reports the busy worker until it is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import signal
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import dask
+import distributed
+from distributed import Client, Future, LocalCluster, as_completed, get_worker
+from distributed.client import FutureCancelledError
+from distributed.comm import get_address_host
+from distributed.scheduler import KilledWorker
+
+from cluster_runner.backends.base import Backend, BackendInfo, BackendOptions, TaskOutput, run_task
+from cluster_runner.backends.connect import parse_address, probe
+from cluster_runner.devices import WORKER_GPU_ENV, require_gpu
+from cluster_runner.errors import (
+    BackendUnavailableError,
+    ConnectError,
+    ExecutionError,
+    RunTimeoutError,
+    TaskFailedError,
+    UsageError,
+    WorkerLostError,
+)
+from cluster_runner.graph import Task
+
+#: How many GPUs the embedded cluster's workers share out (read by :func:`dask_setup`).
+GPUS_ENV = "CLUSTER_RUNNER_GPUS"
+#: BLAS/OpenMP thread variables set to 1 in the embedded cluster's worker processes.
+THREAD_ENV = dict.fromkeys(
+    (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "BLIS_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+    ),
+    "1",
+)
+
+
+def dask_identity() -> tuple[str, str]:
+    """``(worker, node)`` inside a Dask worker: its address, and the host in that address."""
+    address = get_worker().address
+    return address, get_address_host(address)
+
+
+def dask_setup(worker: Any) -> None:
+    """Preload hook run in each embedded worker process.
+
+    Leaves Ctrl-C to the driver: a terminal's Ctrl-C reaches every process of the foreground
+    group; the driver then closes the cluster in order, and a worker interrupted on its own
+    would only print a traceback. For a job with GPU stages, gives worker ``i`` the GPU
+    ``i % gpus``, so the workers share out every GPU (as the local backend's workers do).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    gpus = int(os.environ.get(GPUS_ENV, "0"))
+    if gpus:
+        digits = "".join(ch for ch in str(worker.name) if ch.isdigit()) or "0"
+        os.environ[WORKER_GPU_ENV] = str(int(digits) % gpus)
+
+
+def warm_worker() -> tuple[int, int]:
+    """Run on every worker at start: load the compiled kernels; report ``(pid, BLAS threads)``."""
+    from threadpoolctl import threadpool_info
+
+    from cluster_runner.workloads.sieve import base_primes, count_primes_between
+
+    count_primes_between(0, 100, base_primes(10))
+    blas = [lib.get("num_threads", 1) for lib in threadpool_info()]
+    return os.getpid(), max(blas, default=1)
+
+
+class DaskBackend(Backend):
+    name = "dask"
+    native_dependencies = True
+    supports_address = True
+    retries_lost_tasks = True
+
+    def __init__(self, options: BackendOptions) -> None:
+        super().__init__(options)
+        self.address = (
+            parse_address(options.address, ("tcp", ""), "tcp://HOST:PORT")
+            if options.address
+            else None
+        )
+        self.workers = options.workers or os.cpu_count() or 1
+        if options.nodes is not None and options.nodes < 1:
+            raise UsageError(f"nodes must be at least 1, not {options.nodes}")
+        self.cluster: LocalCluster | None = None
+        self.client: Client | None = None
+        self.chosen: list[str] | None = None  # names of the workers tasks may use (nodes=k)
+        self._allowed: list[str] | None = None  # their current addresses
+        self._token = secrets.token_hex(4)
+        self._futures: list[Future] = []  # every future of the run in progress
+        self.worker_blas_threads: int | None = None
+        self._offered: set[str] = set()  # resources (GPU, ...) that some worker in use offers
+        self._log_level: int | None = None
+        self.gpus = 0  # GPUs the embedded cluster's workers share out
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        # The client logs every failed reconnect, with a traceback, when a scheduler goes
+        # away; the run's own error says so in one line.
+        client_log = logging.getLogger("distributed.client")
+        self._log_level = client_log.level
+        client_log.setLevel(logging.CRITICAL)
+        # Compile (or load from numba's cache) the kernels once here, so that workers load the
+        # cached machine code instead of all compiling it at the same time.
+        from cluster_runner.workloads.sieve import base_primes, count_primes_between
+
+        count_primes_between(0, 100, base_primes(10))
+        try:
+            if self.address is None:
+                self._start_local()
+            else:
+                self._connect()
+            self._choose_workers()
+            self._offered = {
+                name for w in self._used(self._worker_table()).values() for name in w["resources"]
+            }
+            warm = self.client.run(warm_worker)
+            self.worker_blas_threads = max((b for _, b in warm.values()), default=None)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_local(self) -> None:
+        self.gpus = require_gpu().count if self.options.gpu else 0
+        self.cluster = LocalCluster(
+            n_workers=self.workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            worker_dashboard_address="127.0.0.1:0",
+            silence_logs=logging.ERROR,
+            env={**THREAD_ENV, GPUS_ENV: str(self.gpus)},
+            resources={"GPU": 1} if self.gpus else None,  # each worker may run a GPU task
+            preload=[__name__],  # runs dask_setup in each worker
+        )
+        self.client = Client(self.cluster, set_as_default=False)
+        self.client.wait_for_workers(self.workers, timeout=120)
+
+    def _connect(self) -> None:
+        assert self.address is not None
+        timeout = self.options.connect_timeout
+        began = time.monotonic()
+        probe(self.address, timeout, "Dask")
+        target = f"tcp://{self.address.hostport}"
+        try:
+            self.client = Client(
+                target, timeout=max(1.0, timeout - (time.monotonic() - began)),
+                set_as_default=False,
+            )  # fmt: skip
+        except (OSError, TimeoutError) as exc:
+            raise ConnectError(
+                f"no Dask scheduler answered at {target} within {timeout:g} s"
+                f" ({_first_line(exc)}); is it a Dask scheduler's address?"
+            ) from None
+        wanted = self.options.nodes or 1
+        try:
+            self.client.wait_for_workers(wanted, timeout=max(1.0, timeout))
+        except TimeoutError:
+            have = len(self._worker_table())
+            raise ConnectError(
+                f"the Dask scheduler at {target} has {have} worker(s), {wanted} needed;"
+                " start workers with: dask worker " + target
+            ) from None
+
+    def _choose_workers(self) -> None:
+        """With ``nodes=k``, pick the first k workers by name and keep their addresses."""
+        if self.options.nodes is None:
+            return
+        table = self._worker_table()
+        if len(table) < self.options.nodes:
+            raise UsageError(
+                f"asked for {self.options.nodes} Dask worker(s), the cluster has {len(table)}"
+            )
+        by_name = sorted(table.items(), key=lambda item: _sort_key(item[1]["name"]))
+        self.chosen = [str(w["name"]) for _, w in by_name[: self.options.nodes]]
+        self._resolve_chosen()
+
+    def _resolve_chosen(self) -> None:
+        if self.chosen is None:
+            return
+        names = {str(w["name"]): address for address, w in self._worker_table().items()}
+        self._allowed = [names[n] for n in self.chosen if n in names]
+
+    def close(self) -> None:
+        client, self.client = self.client, None
+        cluster, self.cluster = self.cluster, None
+        self._futures = []
+        if client is not None:
+            client.close(timeout=30)
+        if cluster is not None:
+            cluster.close(timeout=30)
+        if self._log_level is not None:
+            logging.getLogger("distributed.client").setLevel(self._log_level)
+            self._log_level = None
+
+    # --- running tasks ------------------------------------------------------------------------
+
+    def submit(self, task: Task, args: Sequence[Any]) -> Future:
+        assert self.client is not None, "start() the backend before submitting"
+        for resource in task.resources:
+            if resource not in self._offered:
+                # Dask would keep such a task waiting for a worker that offers it, forever.
+                raise BackendUnavailableError(
+                    f"task {task.key} needs {resource}, which no Dask worker in use offers"
+                    f" (start workers with: dask worker ADDRESS --resources '{resource}=1')"
+                )
+        future = self.client.submit(
+            run_task,
+            dask_identity,
+            task.key,
+            task.func,
+            *args,
+            key=f"{task.key}@{self._token}",
+            pure=False,
+            workers=self._allowed,
+            allow_other_workers=False,
+            resources=dict(task.resources) or None,
+        )
+        self._futures.append(future)
+        return future
+
+    def gather(self, handles: Sequence[Future], timeout: float | None) -> list[TaskOutput]:
+        assert self.client is not None, "start() the backend before gathering"
+        futures, self._futures = self._futures, []
+        self._token = secrets.token_hex(4)  # the next run's keys
+        try:
+            for future in as_completed(handles, loop=self.client.loop, timeout=timeout):
+                if future.status != "finished":
+                    raise _error(future)
+            return self.client.gather(list(handles))
+        except TimeoutError:
+            running = [f for f in futures if not f.done()]
+            self._abort(running)
+            example = running[0].key.rpartition("@")[0] if running else "?"
+            raise RunTimeoutError(
+                f"run timed out after {timeout:g} s: {len(running)} task(s) still running,"
+                f" e.g. {example} (raise --timeout or use more chunks)"
+            ) from None
+        finally:
+            self.client.cancel([f for f in futures if not f.done()])
+
+    def _abort(self, futures: list[Future]) -> None:
+        """Cancel ``futures``; on our own cluster, restart the workers still running one."""
+        assert self.client is not None
+        keys = {f.key for f in futures}
+        processing = self.client.processing()
+        self.client.cancel(futures, force=True)
+        busy = [w for w, running in processing.items() if keys.intersection(running)]
+        if self.cluster is not None and busy:
+            self.client.restart_workers(busy, timeout=120, raise_for_error=False)
+            self.client.wait_for_workers(self.workers, timeout=120)
+            self._resolve_chosen()
+
+    # --- what the records and a sweep need to know --------------------------------------------
+
+    def _worker_table(self) -> dict[str, dict[str, Any]]:
+        assert self.client is not None
+        return dict(self.client.scheduler_info(n_workers=-1)["workers"])
+
+    def _used(self, table: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if self._allowed is None:
+            return table
+        return {a: w for a, w in table.items() if a in self._allowed}
+
+    def info(self) -> BackendInfo:
+        assert self.client is not None, "start() the backend first"
+        scheduler = self.client.scheduler_info(n_workers=-1)
+        used = self._used(dict(scheduler["workers"]))
+        dashboard = None
+        if "dashboard" in scheduler.get("services", {}):
+            dashboard = self.client.dashboard_link
+        return BackendInfo(
+            self.name,
+            distributed.__version__,
+            workers=sum(w["nthreads"] for w in used.values()),
+            nodes=len({w["host"] for w in used.values()}),
+            address=self.options.address,
+            dashboard=dashboard,
+            startup_s=self.startup_s,
+            extra={
+                "scheduler": scheduler.get("address"),
+                "dask": dask.__version__,
+                "worker_processes": len(used),
+                "cluster_workers": len(scheduler["workers"]),
+                "chosen_workers": (
+                    {str(w["name"]): a for a, w in used.items()} if self.chosen else None
+                ),
+                "worker_blas_threads": self.worker_blas_threads,
+                "gpus": self.gpus,
+            },
+        )
+
+    def preflight(self, expected_workers: int) -> list[str]:
+        """Missing workers (fewer threads than expected, chosen ones gone) and busy workers."""
+        assert self.client is not None, "start() the backend first"
+        problems = []
+        self._resolve_chosen()
+        used = self._used(self._worker_table())
+        threads = sum(w["nthreads"] for w in used.values())
+        if threads < expected_workers:
+            problems.append(
+                f"dask: {threads} worker thread(s) connected, {expected_workers} expected"
+            )
+        if self.chosen is not None and len(used) < len(self.chosen):
+            gone = sorted(set(self.chosen) - {str(w["name"]) for w in used.values()})
+            problems.append(f"dask: chosen worker(s) gone: {', '.join(gone)}")
+        busy = {w: len(keys) for w, keys in self.client.processing(list(used)).items() if keys}
+        if busy:
+            where = ", ".join(f"{w} ({n})" for w, n in sorted(busy.items()))
+            problems.append(f"dask: tasks are already running on {where}")
+        return problems
+
+
+def _error(future: Future) -> Exception:
+    """The runner error for a future that did not finish (erred, cancelled, lost)."""
+    key = str(future.key).rpartition("@")[0] or future.key
+    lost = ExecutionError(
+        f"lost the connection to the Dask scheduler while task {key} was pending"
+        " (the scheduler stopped or crashed)"
+    )
+    try:
+        exc = future.exception(timeout=30)
+    except FutureCancelledError as cancelled:
+        if cancelled.reason == "scheduler-connection-lost":
+            return lost
+        return ExecutionError(f"task {key} was cancelled ({cancelled.reason})")
+    except (OSError, TimeoutError):
+        return lost
+    if exc is None:  # cancelled without a reason, or lost with the scheduler
+        if future.client.status != "running":
+            return lost
+        return ExecutionError(f"task {key} ended without a result (status {future.status})")
+    if isinstance(exc, TaskFailedError):
+        return TaskFailedError(str(exc))
+    if isinstance(exc, KilledWorker):
+        return WorkerLostError(
+            f"task {key} was lost with the workers that ran it, more often than Dask allows"
+            " (out of memory, or a crash in the task?)"
+        )
+    return TaskFailedError(f"task {key} failed: {type(exc).__name__}: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _sort_key(name: Any) -> list[Any]:
+    """Worker names in natural order: ``node-2`` before ``node-10``, ``2`` before ``10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(name))]

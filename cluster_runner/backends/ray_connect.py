@@ -1,0 +1,184 @@
+"""Connecting a Ray driver: token authentication, and a connect bounded by a timeout.
+
+Ray's own ``ray.init(address=...)`` retries an address for about 20 s whatever is wrong, logs
+each try from its C++ core straight to file descriptor 2, and, given a wrong token, says only
+that it could not connect. :func:`connect` gives the user one line within
+``--connect-timeout`` instead: a TCP probe first (nothing listening), then one GCS client call
+(a token the cluster refuses answers at once), then ``ray.init`` in a thread abandoned at the
+timeout.
+
+:func:`token_auth` keeps Ray's token authentication on (see ``cluster_runner.backends.ray``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from cluster_runner.backends.connect import parse_address, probe
+from cluster_runner.errors import BackendUnavailableError, ConnectError, RunnerError
+
+#: BLAS/OpenMP thread variables set to 1 in the job's workers (through its runtime env).
+THREAD_ENV = dict.fromkeys(
+    (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "BLIS_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+    ),
+    "1",
+)
+#: Seconds (tries, a second apart) Ray waits for a GCS when the driver connects; default 20.
+GCS_WAIT_ENV = "RAY_gcs_server_port_wait_time_s"
+#: How Ray is told where a cluster's token is, in the order it looks.
+TOKEN_HINT = (
+    "give the runner the cluster's token in RAY_AUTH_TOKEN or a file named by"
+    " RAY_AUTH_TOKEN_PATH (see 'Ray token authentication' in the README)"
+)
+
+
+def connect(target: str, shown: str, timeout: float) -> Any:
+    """``ray.init(address=target)`` within ``timeout`` seconds; Ray's context, or one line.
+
+    ``shown`` is the address as the user wrote it, for the messages.
+    """
+    began = time.monotonic()
+    gcs = None
+    if target != "auto":
+        address = parse_address(target, ("ray", ""), "")
+        probe(address, timeout, "Ray")
+        gcs = None if address.scheme == "ray" else address.hostport
+    outcome: dict[str, Any] = {}
+
+    def attempt() -> None:
+        try:
+            if gcs is not None:
+                from ray._raylet import GcsClient
+
+                GcsClient(address=gcs)  # raises at once for a refused token
+            outcome["context"] = ray.init(
+                address=target,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                runtime_env={"env_vars": THREAD_ENV},
+                namespace="cluster-runner",
+            )
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    # Ray's own wait for the GCS is shortened to fit.
+    wait = os.environ.get(GCS_WAIT_ENV)
+    os.environ[GCS_WAIT_ENV] = str(max(1, int(timeout)))
+    try:
+        with _quiet_stderr():
+            thread = threading.Thread(target=attempt, name="ray-connect", daemon=True)
+            thread.start()
+            thread.join(max(1.0, timeout - (time.monotonic() - began)))
+    finally:
+        if wait is None:
+            os.environ.pop(GCS_WAIT_ENV, None)
+        else:
+            os.environ[GCS_WAIT_ENV] = wait
+    if thread.is_alive():
+        raise ConnectError(
+            f"Ray at {shown} did not let the driver in within {timeout:g} s; is it the GCS"
+            " port of a Ray head (6379 by default)? If the cluster uses token authentication,"
+            f" {TOKEN_HINT}"
+        )
+    if "error" in outcome:
+        raise _connect_error(shown, outcome["error"]) from None
+    return outcome["context"]
+
+
+def token_auth(embedded: bool, setenv: Callable[[str, str], None]) -> bool:
+    """Keep token authentication on, without ever writing a token file; True if Ray re-read it.
+
+    An explicit ``RAY_AUTH_MODE`` is the user's choice and is respected, except that the
+    instance started here never writes ``~/.ray/auth_token`` (Ray would make one if none
+    exists): it gets a token made for this process instead. When connecting, token mode is
+    turned on when a token is there to use.
+    """
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None and mode.lower() != "token":
+        return False
+    has_token = (
+        any(os.environ.get(v) for v in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"))
+        or (Path.home() / ".ray" / "auth_token").is_file()
+    )
+    if embedded and not has_token:
+        setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+        has_token = True
+    if has_token and mode is None:
+        setenv("RAY_AUTH_MODE", "token")
+    if has_token:
+        reread_auth_config()
+    return has_token
+
+
+def reread_auth_config() -> None:
+    """Make Ray read ``RAY_AUTH_MODE`` and the token again.
+
+    Ray reads its config once, when it is imported, and its token once, when first needed: a
+    change to the environment after that goes unseen (and a process whose cached mode is
+    ``token`` with no token left aborts in Ray's C++ core). Ray's own ``_enable_token_auth``
+    does the same.
+    """
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Send file descriptor 2 (where Ray's C++ core logs) to a scratch file meanwhile."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as scratch:
+            os.dup2(scratch.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def _connect_error(address: str, exc: BaseException) -> RunnerError:
+    text = _first_line(exc)
+    if "InvalidAuthToken" in str(exc) or "no authentication token" in str(exc):
+        return ConnectError(
+            f"the Ray cluster at {address} refused the driver: its token is missing or wrong;"
+            f" {TOKEN_HINT}"
+        )
+    if "token" in str(exc).lower() or "auth" in type(exc).__name__.lower():
+        return ConnectError(f"Ray at {address} refused the driver ({text[:160]}); {TOKEN_HINT}")
+    if "ray[client]" in str(exc) or isinstance(exc, ModuleNotFoundError):
+        return BackendUnavailableError(
+            "ray:// addresses need Ray Client, which is not installed: pip install 'ray[client]'"
+            " (or connect to the GCS port, HOST:PORT, from a machine of the cluster)"
+        )
+    return ConnectError(
+        f"cannot connect to Ray at {address}: {text}; if the cluster uses token"
+        f" authentication (Ray's default), {TOKEN_HINT}"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
