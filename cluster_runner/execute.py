@@ -10,8 +10,10 @@ as arguments; the engine resolves them on the workers. The driver then waits for
 only, and reads every task's trace from the traces that travelled along with the values.
 
 *Ready-driven* (serial, threads, local): an executor knows nothing of dependencies, so a task
-is submitted the moment its last dependency finishes, with the values filled in. Completions
-arrive through a queue fed by ``Future.add_done_callback``, which costs O(1) per task, where
+becomes ready the moment its last dependency finishes, with the values filled in. Ready tasks
+are sent in batches (:mod:`cluster_runner.batching`: one message per batch, sized from the task
+times measured so far), a few batches per worker at a time. Completions arrive through a queue
+fed by ``Future.add_done_callback``, which costs O(1) per batch, where
 ``concurrent.futures.wait`` over all running futures would cost O(running) per completion.
 If the pool breaks because a worker died, the backend replaces it and every task that was in
 flight is submitted again, each at most ``retries`` times; the count of resubmissions is
@@ -25,10 +27,12 @@ from __future__ import annotations
 import concurrent.futures as cf
 import queue
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from cluster_runner.backends.base import Backend, TaskTrace
+from cluster_runner.batching import BatchSizer
 from cluster_runner.errors import RunnerError, RunTimeoutError, TaskFailedError, WorkerLostError
 from cluster_runner.graph import Graph, Ref
 
@@ -83,43 +87,51 @@ def _execute_ready(
 ) -> GraphResult:
     waiting = {task.key: len(set(task.dependencies)) for task in graph}
     users = graph.dependents()
+    ready: deque[str] = deque(key for key, count in waiting.items() if count == 0)
     values: dict[str, Any] = {}
     traces: list[TaskTrace] = []
     done: queue.SimpleQueue[cf.Future] = queue.SimpleQueue()
-    running: dict[cf.Future, str] = {}
+    running: dict[cf.Future, list[str]] = {}  # a batch's future -> its task keys
     attempts: dict[str, int] = {}  # key -> times it was lost with a worker
-    retried = 0
+    sizer = BatchSizer(backend.info().workers)
+    retried = batches = 0
 
-    def submit(key: str) -> None:
-        task = graph[key]
-        args = [values[a.key] if isinstance(a, Ref) else a for a in task.args]
-        future = backend.submit(task, args)
-        running[future] = key
-        future.add_done_callback(done.put)
+    def dispatch() -> None:
+        nonlocal batches
+        while ready and len(running) < sizer.max_in_flight:
+            size = sizer.size(len(ready))
+            keys = [ready.popleft() for _ in range(size)]
+            batch = [
+                (graph[key], [values[a.key] if isinstance(a, Ref) else a for a in graph[key].args])
+                for key in keys
+            ]
+            future = backend.submit_batch(batch)
+            batches += 1
+            running[future] = keys
+            future.add_done_callback(done.put)
 
     try:
-        for key, count in waiting.items():
-            if count == 0:
-                submit(key)
+        dispatch()
         while running:
             try:
                 future = done.get(timeout=_remaining(deadline))
             except queue.Empty:
                 backend.abort_running()
                 raise RunTimeoutError(
-                    f"run timed out: {len(running)} task(s) still running, e.g."
-                    f" {next(iter(running.values()))} (raise --timeout or use more chunks)"
+                    f"run timed out: {sum(map(len, running.values()))} task(s) still running,"
+                    f" e.g. {next(iter(running.values()))[0]} (raise --timeout or use more"
+                    " chunks)"
                 ) from None
-            key = running.pop(future, None)
-            if key is None:
+            keys = running.pop(future, None)
+            if keys is None:
                 continue  # a future of a pool that was replaced
             try:
-                output = future.result()
+                outputs = future.result()
             except cf.BrokenExecutor as exc:
                 # A worker died (killed, out of memory, segfault): every task in flight is
                 # lost with the pool. Replace the pool and submit them again, each at most
                 # ``retries`` times, as Dask and Ray do with their own retries.
-                lost = [key, *running.values()]
+                lost = [*keys, *(k for batch in running.values() for k in batch)]
                 for lost_key in lost:
                     attempts[lost_key] = attempts.get(lost_key, 0) + 1
                 worst = max(lost, key=lambda k: attempts[k])
@@ -132,21 +144,31 @@ def _execute_ready(
                 retried += len(lost)
                 running.clear()
                 backend.restart()
-                for lost_key in lost:
-                    submit(lost_key)
+                ready.extendleft(reversed(lost))
+                dispatch()
                 continue
             except RunnerError:
                 raise
             except Exception as exc:
-                raise TaskFailedError(f"task {key} failed: {type(exc).__name__}: {exc}") from exc
-            values[key] = output.value
-            traces.extend(output.traces)
-            for user in users[key]:
-                waiting[user] -= 1
-                if waiting[user] == 0:
-                    submit(user)
+                raise TaskFailedError(
+                    f"task {keys[0]} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            busy = 0.0
+            for key, output in zip(keys, outputs, strict=True):
+                values[key] = output.value
+                traces.extend(output.traces)
+                trace = output.traces[-1]
+                busy += trace.end - trace.start
+                for user in users[key]:
+                    waiting[user] -= 1
+                    if waiting[user] == 0:
+                        ready.append(user)
+            sizer.record(len(keys), busy)
+            dispatch()
     finally:
         for future in running:
             future.cancel()
     sinks = graph.sinks()
-    return GraphResult({k: values[k] for k in sinks}, traces, retried=retried)
+    return GraphResult(
+        {k: values[k] for k in sinks}, traces, retried=retried, extra={"batches": batches}
+    )

@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+#: The resources of every task that needs none: one shared empty mapping, not one per task.
+_NO_RESOURCES: Mapping[str, float] = MappingProxyType({})
+
 
 @dataclass(frozen=True)
 class Ref:
@@ -37,7 +40,7 @@ class Task:
     func: Callable[..., Any]
     args: tuple[Any, ...]
     stage: str
-    resources: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    resources: Mapping[str, float] = field(default_factory=lambda: _NO_RESOURCES)
 
     @property
     def dependencies(self) -> tuple[str, ...]:
@@ -92,9 +95,8 @@ class Graph:
         for arg in args:
             if isinstance(arg, Ref) and arg.key not in self._tasks:
                 raise ValueError(f"task {key!r} depends on unknown task {arg.key!r}")
-        self._tasks[key] = Task(
-            key, func, tuple(args), stage, MappingProxyType(dict(resources or {}))
-        )
+        shared = MappingProxyType(dict(resources)) if resources else _NO_RESOURCES
+        self._tasks[key] = Task(key, func, tuple(args), stage, shared)
         return Ref(key)
 
     def __len__(self) -> int:

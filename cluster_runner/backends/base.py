@@ -34,7 +34,7 @@ from cluster_runner.errors import TaskFailedError, UsageError
 from cluster_runner.graph import Phased, Task
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskTrace:
     """Where and when one task ran (wall-clock times of the worker's host)."""
 
@@ -47,7 +47,7 @@ class TaskTrace:
     device: str | None = None  # the accelerator a GPU kernel ran on
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskOutput:
     """A task's value together with the traces of it and of every task upstream of it."""
 
@@ -68,6 +68,22 @@ def run_task(
     ``identify`` is a top-level function of the backend's module that names the worker and node
     from inside the worker (a pid, a Dask worker address, a Ray node id).
     """
+    worker, node = identify()
+    return _traced(worker, node, key, func, args)
+
+
+def run_batch(
+    identify: Callable[[], tuple[str, str]],
+    batch: Sequence[tuple[str, Callable[..., Any], Sequence[Any]]],
+) -> list[TaskOutput]:
+    """Run several ``(key, func, args)`` tasks in one message, each traced as :func:`run_task`."""
+    worker, node = identify()
+    return [_traced(worker, node, key, func, args) for key, func, args in batch]
+
+
+def _traced(
+    worker: str, node: str, key: str, func: Callable[..., Any], args: Sequence[Any]
+) -> TaskOutput:
     upstream: list[TaskTrace] = []
     values = []
     for arg in args:
@@ -83,7 +99,6 @@ def run_task(
         # Name the task here, on the worker: engines re-raise the error without our key.
         raise TaskFailedError(f"task {key} failed: {type(exc).__name__}: {exc}") from exc
     end = time.time()
-    worker, node = identify()
     phases = device = None
     if isinstance(value, Phased):
         value, phases, device = value.value, dict(value.phases), value.device

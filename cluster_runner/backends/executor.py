@@ -10,7 +10,13 @@ import concurrent.futures as cf
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from cluster_runner.backends.base import Backend, TaskOutput, local_identity, run_task
+from cluster_runner.backends.base import (
+    Backend,
+    TaskOutput,
+    local_identity,
+    run_batch,
+    run_task,
+)
 from cluster_runner.errors import RunTimeoutError
 from cluster_runner.graph import Task
 
@@ -25,6 +31,12 @@ class ExecutorBackend(Backend):
     def submit(self, task: Task, args: Sequence[Any]) -> cf.Future:
         assert self.executor is not None, "start() the backend before submitting"
         return self.executor.submit(run_task, self.identify, task.key, task.func, *args)
+
+    def submit_batch(self, batch: Sequence[tuple[Task, Sequence[Any]]]) -> cf.Future:
+        """Start several ready tasks in one message; the future's value is their outputs."""
+        assert self.executor is not None, "start() the backend before submitting"
+        work = [(task.key, task.func, args) for task, args in batch]
+        return self.executor.submit(run_batch, self.identify, work)
 
     def gather(self, handles: Sequence[cf.Future], timeout: float | None) -> list[TaskOutput]:
         done, pending = cf.wait(handles, timeout=timeout, return_when=cf.FIRST_EXCEPTION)

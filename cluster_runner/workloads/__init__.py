@@ -12,6 +12,7 @@ REGISTRY = {
     "primes": "cluster_runner.workloads.primes",
     "array_means": "cluster_runner.workloads.array_means",
     "dot": "cluster_runner.workloads.dot",
+    "noop": "cluster_runner.workloads.noop",
 }
 
 

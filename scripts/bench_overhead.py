@@ -1,0 +1,253 @@
+"""What the runner costs on top of each engine: the same graph, by the runner and by hand.
+
+For each backend, two graphs run two ways on the *same* started engine (the runner's pool, its
+Dask client, its Ray instance), interleaved A B A B so that drift on a busy machine hits both:
+
+- **runner**: ``run_job`` on the backend, timed as the stage's wall time (first submit to the
+  reduced value in the driver), exactly what ``runner submit`` reports;
+- **raw**: a short program that uses the engine's own API the way its documentation shows,
+  timed from the first call to the reduced value in the driver:
+
+  ======== ====================================================== ==========================
+  backend  realistic graph (primes to n in chunks)                 no-op graph (N tasks)
+  ======== ====================================================== ==========================
+  local    ``executor.map(count, lo, hi, base)``, sum              ``executor.map(chunksize=N/8)``
+  dask     ``client.map`` with a base-primes future, ``submit(sum)`` ``client.map``, gather, sum
+  ray      ``f.remote(lo, hi, base_ref)`` for all, one ``ray.get`` one ``.remote`` a task, one get
+  ======== ====================================================== ==========================
+
+It prints, per backend and graph, the median of each (>= 5 runs), the ratio runner/raw, the
+cost per task of the no-op graph, and the issue 7 targets: ratio <= 1.03 on the realistic graph
+for every backend; on the no-op graph <= 30 us a task on the local backend and a ratio <= 1.10
+for Dask and Ray. It also times a 100,000-task no-op graph on the local backend (tasks a second,
+driver peak memory).
+
+Usage::
+
+    python scripts/bench_overhead.py                          # local,dask,ray; 2 workers
+    python scripts/bench_overhead.py --backends local --repeat 9
+    python scripts/bench_overhead.py --n 1e10 --chunks 64 --tasks 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from itertools import repeat
+
+from cluster_runner import BackendOptions, create_backend, parse_job, run_job
+from cluster_runner.workloads.noop import nothing
+from cluster_runner.workloads.primes import count_chunk
+from cluster_runner.workloads.sieve import base_primes
+
+REALISTIC_RATIO = 1.03
+NOOP_RATIO = 1.10
+LOCAL_NOOP_US = 30.0
+
+
+def primes_job(n: int, chunks: int):
+    return parse_job(f'[[stage]]\nworkload = "primes"\nn = {n}\nchunks = {chunks}\n', "primes")
+
+
+def noop_job(tasks: int):
+    return parse_job(f'[[stage]]\nworkload = "noop"\ntasks = {tasks}\n', "noop")
+
+
+def bounds(n: int, chunks: int) -> tuple[list[int], list[int]]:
+    from cluster_runner.workloads.base import split
+
+    pieces = split(n + 1, chunks)
+    return [lo for lo, _ in pieces], [hi for _, hi in pieces]
+
+
+# --- raw programs, one pair per engine: (realistic, no-op) -----------------------------------
+
+
+def raw_local(backend, n: int, chunks: int, tasks: int, workers: int):
+    executor = backend.executor
+    los, his = bounds(n, chunks)
+
+    def realistic() -> int:
+        base = base_primes(math.isqrt(n))
+        return sum(executor.map(count_chunk, los, his, repeat(base, chunks)))
+
+    def noop() -> int:
+        size = max(1, math.ceil(tasks / (4 * workers)))  # Pool.map's own default chunk size
+        return sum(executor.map(nothing, range(tasks), chunksize=size))
+
+    return realistic, noop
+
+
+def raw_dask(backend, n: int, chunks: int, tasks: int, workers: int):
+    client = backend.client
+    los, his = bounds(n, chunks)
+
+    def realistic() -> int:
+        base = client.submit(base_primes, math.isqrt(n), pure=False)
+        counts = client.map(count_chunk, los, his, [base] * chunks, pure=False)
+        return client.submit(sum, counts, pure=False).result()
+
+    def noop() -> int:
+        return sum(client.gather(client.map(nothing, range(tasks), pure=False)))
+
+    return realistic, noop
+
+
+def raw_ray(backend, n: int, chunks: int, tasks: int, workers: int):
+    import ray
+
+    count = ray.remote(num_cpus=1)(count_chunk)
+    base_task = ray.remote(num_cpus=1)(base_primes)
+    add = ray.remote(num_cpus=1)(lambda *xs: sum(xs))
+    nil = ray.remote(num_cpus=1)(nothing)
+    los, his = bounds(n, chunks)
+
+    def realistic() -> int:
+        base = base_task.remote(math.isqrt(n))
+        counts = [count.remote(lo, hi, base) for lo, hi in zip(los, his, strict=True)]
+        return ray.get(add.remote(*counts))
+
+    def noop() -> int:
+        return sum(ray.get([nil.remote(i) for i in range(tasks)]))
+
+    return realistic, noop
+
+
+RAW = {"local": raw_local, "dask": raw_dask, "ray": raw_ray}
+
+
+# --- timing ----------------------------------------------------------------------------------
+
+
+def runner_timer(job, backend) -> Callable[[], float]:
+    def run() -> float:
+        (record,) = run_job(job, backend)
+        if record["status"] != "verified":
+            raise SystemExit(f"runner result did not verify: {record['stages']}")
+        return record["wall_s"]
+
+    return run
+
+
+def raw_timer(program: Callable[[], int], expected: int) -> Callable[[], float]:
+    def run() -> float:
+        began = time.perf_counter()
+        value = program()
+        took = time.perf_counter() - began
+        if value != expected:
+            raise SystemExit(f"raw program gave {value}, expected {expected}")
+        return took
+
+    return run
+
+
+def interleave(a: Callable[[], float], b: Callable[[], float], warmup: int, repeat_: int):
+    """A B A B ...: ``warmup`` rounds dropped, then ``repeat_`` timed rounds."""
+    times_a, times_b = [], []
+    for i in range(warmup + repeat_):
+        gc.collect()
+        ta, tb = a(), b()
+        if i >= warmup:
+            times_a.append(ta)
+            times_b.append(tb)
+    return statistics.median(times_a), statistics.median(times_b)
+
+
+def bench_backend(name: str, args) -> list[tuple]:
+    from cluster_runner.workloads.primes import prime_count_oracle
+
+    rows = []
+    with create_backend(name, BackendOptions(workers=args.workers)) as backend:
+        realistic, noop = RAW[name](backend, args.n, args.chunks, args.tasks, args.workers)
+        cases = [
+            ("primes", primes_job(args.n, args.chunks), realistic, prime_count_oracle(args.n),
+             args.chunks + 2),
+            ("noop", noop_job(args.tasks), noop, args.tasks * (args.tasks - 1) // 2,
+             args.tasks + 1),
+        ]  # fmt: skip
+        for graph, job, program, expected, ntasks in cases:
+            runner_t, raw_t = interleave(
+                runner_timer(job, backend), raw_timer(program, expected), args.warmup, args.repeat
+            )
+            rows.append((name, graph, ntasks, runner_t, raw_t))
+            print(
+                f"  {name:6} {graph:7} runner {runner_t * 1e3:9.2f} ms   raw {raw_t * 1e3:9.2f} ms"
+                f"   ratio {runner_t / raw_t:5.2f}",
+                flush=True,
+            )
+    return rows
+
+
+def driver_scale(tasks: int, workers: int) -> None:
+    """Run a ``tasks``-task no-op graph on the local backend; print tasks/s and peak RSS."""
+    with create_backend("local", BackendOptions(workers=workers)) as backend:
+        (record,) = run_job(noop_job(tasks), backend)
+    assert record["status"] == "verified"
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    print(tasks / record["wall_s"], peak)
+
+
+def bench_driver_scale(tasks: int, workers: int) -> tuple[float, float]:
+    """:func:`driver_scale` in a fresh driver process, so its peak memory is its own."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--driver-only", str(tasks), "--workers", str(workers)],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    return float(out[-2]), float(out[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backends", default="local,dask,ray")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--n", type=float, default=1e9, help="primes up to n")
+    parser.add_argument("--chunks", type=int, default=64)
+    parser.add_argument("--tasks", type=int, default=10_000, help="no-op tasks")
+    parser.add_argument("--big", type=int, default=100_000, help="tasks of the driver test")
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--driver-only", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.n = int(args.n)
+    if args.driver_only:
+        driver_scale(args.driver_only, args.workers)
+        return 0
+    print(f"runner vs raw, {args.workers} workers, median of {args.repeat} interleaved runs")
+    rows = []
+    for name in args.backends.split(","):
+        rows += bench_backend(name.strip(), args)
+    print()
+    print(f"{'backend':8} {'graph':8} {'tasks':>7} {'runner ms':>10} {'raw ms':>10} "
+          f"{'ratio':>6} {'us/task':>8}  target")  # fmt: skip
+    ok = True
+    for name, graph, ntasks, runner_t, raw_t in rows:
+        ratio = runner_t / raw_t
+        per_task = runner_t / ntasks * 1e6
+        if graph == "primes":
+            target, met = f"ratio <= {REALISTIC_RATIO}", ratio <= REALISTIC_RATIO
+        elif name == "local":
+            target, met = f"<= {LOCAL_NOOP_US:g} us/task", per_task <= LOCAL_NOOP_US
+        else:
+            target, met = f"ratio <= {NOOP_RATIO}", ratio <= NOOP_RATIO
+        ok &= met
+        print(f"{name:8} {graph:8} {ntasks:7d} {runner_t * 1e3:10.2f} {raw_t * 1e3:10.2f} "
+              f"{ratio:6.2f} {per_task:8.1f}  {target}: {'met' if met else 'MISSED'}")  # fmt: skip
+    if args.big:
+        rate, peak = bench_driver_scale(args.big, args.workers)
+        met = rate >= 20_000 and peak <= 500 * 2**20
+        ok &= met
+        print(f"\nlocal, {args.big:,} no-op tasks: {rate:,.0f} tasks/s, driver peak memory"
+              f" {peak / 2**20:.0f} MiB (targets >= 20,000 tasks/s, <= 500 MB):"
+              f" {'met' if met else 'MISSED'}")  # fmt: skip
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
