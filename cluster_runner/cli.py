@@ -30,6 +30,7 @@ COMMANDS = {
     "report": "cluster_runner.commands.report:report",
     "jobs": "cluster_runner.commands.jobs:jobs",
     "backends": "cluster_runner.commands.backends:backends",
+    "cluster": "cluster_runner.commands.cluster:cluster",
 }
 
 

@@ -8,9 +8,11 @@ The tree is small on purpose (compare ``concurrent.futures.BrokenExecutor``):
 
 - ``UsageError`` (exit 2): the user asked for something malformed or impossible: a bad job spec,
   override, worker list, address, or a backend or GPU that is not there. Nothing was run.
-  Results files that are not ours, or that mix different experiments, are usage errors too.
+  Results files that are not ours, or that mix different experiments, are usage errors too;
+  so are a malformed cluster config or runner profile, and a cluster that is already up.
 - ``ExecutionError`` (exit 1): a run started and could not finish: a task raised, a worker was
-  lost more often than the retry budget allows, or the run passed its timeout.
+  lost more often than the retry budget allows, or the run passed its timeout. A local cluster
+  that did not come up, or whose processes did not all end, is one too.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ class ConnectError(UsageError):
     """A cluster address does not answer, or refuses us, within the connect timeout."""
 
 
+class ClusterConfigError(UsageError):
+    """A cluster config (``runner cluster``) or runner profile (``--cluster``) is malformed."""
+
+
 class ResultsFileError(UsageError):
     """A results file is not one of ours, or cannot be read."""
 
@@ -64,3 +70,7 @@ class RunTimeoutError(ExecutionError):
 
 class WorkerLostError(ExecutionError):
     """Workers died and the lost tasks could not be rerun within the retry budget."""
+
+
+class ClusterStartError(ExecutionError):
+    """A cluster started on this machine did not come up, or did not go down (see its logs)."""

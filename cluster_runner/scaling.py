@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,6 +133,7 @@ def plan_sweep(
     connect_timeout: float = 30.0,
     start_method: str | None = None,
     gpu: bool = False,
+    extra: Mapping[str, Any] | None = None,
 ) -> SweepPlan:
     """The points of a sweep; raise a one-line :class:`UsageError` for impossible requests.
 
@@ -176,6 +177,7 @@ def plan_sweep(
                 start_method=start_method,
                 nodes=size if nodes else None,
                 gpu=gpu or job.uses_gpu,
+                extra=dict(extra or {}),  # backend-specific settings (TLS files)
             )
             expected = per_node * size if per_node else count
             points = tuple(

@@ -2,10 +2,17 @@
 
 Each option is written once here and applied with a decorator, so ``submit`` and ``scale`` take
 ``--backend``, ``--workers`` and the rest with the same names, checks and help text.
+
+``--cluster PROFILE`` (:func:`backend_options`) fills in the other options from a runner profile
+(:mod:`cluster_runner.clusters.profile`): each option the user did not give, on the command line
+or in a ``RUNNER_*`` variable, takes the profile's value instead of its default (click's
+``ParameterSource`` tells the two apart). The command is then called with ``extra``, the
+profile's entries for ``BackendOptions.extra``.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +21,7 @@ from typing import Any
 import click
 
 from cluster_runner.backends import REGISTRY as BACKENDS
-from cluster_runner.errors import JobSpecError
+from cluster_runner.errors import JobSpecError, UsageError
 
 F = Callable[..., Any]
 
@@ -108,6 +115,13 @@ def job_options(func: F) -> F:
 
 def backend_options(func: F, *, multiple: bool = False) -> F:
     func = click.option(
+        "--cluster",
+        default=None,
+        metavar="PROFILE",
+        help="A runner profile: a .toml file, or a name in cluster_configs/ (local-dask). It"
+        " sets the backend, the address and defaults; flags given here win.",
+    )(_with_profile(func))
+    func = click.option(
         "--start-method",
         type=click.Choice(["spawn", "forkserver", "fork"]),
         default=None,
@@ -178,3 +192,46 @@ def run_options(func: F) -> F:
     return click.option(
         "--repeat", type=click.IntRange(min=1), default=1, show_default=True, help="Timed runs."
     )(func)
+
+
+_UNSET = (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP)
+
+
+def _with_profile(func: F) -> F:
+    """Wrap a command so that ``--cluster`` fills in the options the user left unset."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, cluster: str | None = None, **kwargs: Any) -> Any:
+        if cluster is None:
+            return func(*args, extra={}, **kwargs)
+        from cluster_runner.clusters.config import find_file
+        from cluster_runner.clusters.processes import environment
+        from cluster_runner.clusters.profile import load_profile, resolve
+
+        ctx = click.get_current_context()
+        resolved = resolve(load_profile(find_file(cluster, ".toml", "runner profile")))
+        params = {p.name: p for p in ctx.command.params}
+        for name, value in resolved.params.items():
+            if name == "backend" and "backends" in params:
+                name, value = "backends", [value]
+            if name not in params:
+                continue
+            if isinstance(params[name].type, IntList) and not isinstance(value, list):
+                value = [value]
+            if ctx.get_parameter_source(name) in _UNSET:
+                kwargs[name] = value
+            elif (
+                name in ("backend", "backends")
+                and kwargs[name] != value
+                and "address" in resolved.params
+                and ctx.get_parameter_source("address") in _UNSET
+            ):
+                given = ",".join(kwargs[name]) if name == "backends" else kwargs[name]
+                raise UsageError(
+                    f"--backend {given} does not match the profile {resolved.profile.path},"
+                    f" whose cluster runs {resolved.profile.backend}"
+                )
+        with environment(resolved.env):
+            return func(*args, extra=resolved.extra, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

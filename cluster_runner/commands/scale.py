@@ -76,6 +76,7 @@ def scale(
     out_dir,
     timeout,
     retries,
+    extra,
 ) -> int:
     """Time a job at several sizes on one or more backends; exit 0 if every run verified.
 
@@ -90,6 +91,7 @@ def scale(
       runner scale --job array_means --workers 1,2 --gpu
       runner scale --job primes --backend local --workers 2 --chunks 8,32,128,512
       runner scale --job primes --backend dask --address tcp://10.0.0.5:8786 --nodes 1,2,4
+      runner scale --job primes --cluster local-ray --nodes 1,2
     """
     from cluster_runner.devices import require_gpu
     from cluster_runner.jobspec import load_job
@@ -109,6 +111,7 @@ def scale(
         connect_timeout=connect_timeout,
         start_method=start_method,
         gpu=gpu,
+        extra=extra,
     )
     if (gpu or job.uses_gpu) and not address:
         require_gpu()  # a clear error now, before anything starts (a cluster checks its own)

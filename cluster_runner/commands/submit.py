@@ -36,6 +36,7 @@ def submit(
     out_dir,
     timeout,
     retries,
+    extra,
 ) -> int:
     """Run a job's graph on one backend; exit 0 if every result verified, 1 if not.
 
@@ -46,6 +47,7 @@ def submit(
       runner submit --job jobs/full.toml --backend local --workers 2
       runner submit --job primes --set n=1000000000 --repeat 3
       runner submit --job jobs/dot.toml --backend dask --address tcp://127.0.0.1:8786
+      runner submit --job jobs/full.toml --cluster local-dask
       runner submit --job jobs/full.toml --gpu
     """
     from cluster_runner.backends import BackendOptions, create_backend
@@ -66,6 +68,7 @@ def submit(
         connect_timeout=connect_timeout,
         start_method=start_method,
         gpu=job.uses_gpu,
+        extra=extra,  # from --cluster PROFILE: TLS files
     )
     out = console()
     engine = create_backend(backend, options)

@@ -1,0 +1,200 @@
+"""``runner cluster`` configs: a local multi-node cluster on 127.0.0.1, as data.
+
+A config is a small YAML file (``cluster_configs/local-dask.yaml``)::
+
+    engine: dask        # dask: a `dask scheduler` and `dask worker` processes
+    nodes: 2            # worker processes (dask) or nodes, the head included (ray)
+    threads: 1          # dask: threads per worker   (ray: `cpus` per node)
+    port: 0             # scheduler or GCS port on 127.0.0.1; 0 picks a free one
+
+It only says *what* to run (:class:`LocalClusterSpec`); :mod:`.dask_local` and
+:mod:`.ray_local` know *how*. Where a running cluster keeps its state (address, pids, logs,
+Ray's token) is not part of the config, so that one config can be brought up in several places:
+``STATE_ROOT/NAME``, where ``STATE_ROOT`` is ``--state-dir``, ``$RUNNER_STATE_DIR`` or
+``TMPDIR/cluster-runner-UID``, and ``NAME`` the config's ``name`` (its file name by default).
+``runner submit --cluster`` finds the address there, through a profile (:mod:`.profile`).
+
+Every mistake is one :class:`~cluster_runner.errors.ClusterConfigError` line naming the file
+and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cluster_runner.errors import ClusterConfigError
+
+#: Folder under which each cluster started by ``runner cluster up`` keeps its state.
+STATE_DIR_ENV = "RUNNER_STATE_DIR"
+#: Searched before ./cluster_configs for a config or profile given by name.
+CONFIGS_DIR_ENV = "RUNNER_CLUSTER_CONFIGS"
+ENGINES = ("dask", "ray")
+
+_COMMON = {"engine", "name", "nodes", "port", "timeout"}
+_KEYS = {"dask": _COMMON | {"threads", "dashboard"}, "ray": _COMMON | {"cpus"}}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class LocalClusterSpec:
+    """A multi-node cluster of one engine on 127.0.0.1; one comment a field."""
+
+    name: str  # names its state folder; default: the config file's name without .yaml
+    engine: str  # "dask" or "ray"
+    nodes: int = 2  # dask: worker processes, one node each; ray: nodes, the head included
+    per_node: int = 1  # dask: threads per worker (key `threads`); ray: CPUs per node (`cpus`)
+    port: int = 0  # the scheduler's (dask) or GCS's (ray) port on 127.0.0.1; 0: a free one
+    dashboard: bool = False  # dask: serve the scheduler's dashboard, on 127.0.0.1
+    timeout: float = 180.0  # seconds the cluster has to come up
+    source: Path | None = None  # the file it was read from
+
+
+def configs_dirs() -> list[Path]:
+    """Folders searched for a config or profile given by name: $RUNNER_CLUSTER_CONFIGS, then
+    ./cluster_configs."""
+    dirs = [Path(os.environ[CONFIGS_DIR_ENV])] if os.environ.get(CONFIGS_DIR_ENV) else []
+    return [*dirs, Path("cluster_configs")]
+
+
+def find_file(value: str, suffix: str, what: str) -> Path:
+    """A path (with or without ``suffix``), or a name in :func:`configs_dirs`.
+
+    ``cluster_configs/local-dask``, ``cluster_configs/local-dask.toml`` and ``local-dask``
+    all name ``cluster_configs/local-dask.toml`` when ``suffix`` is ``.toml``.
+    """
+    path = Path(value).expanduser()
+    candidates = [path] if path.suffix else [path.with_name(path.name + suffix), path]
+    if os.sep not in value and not path.suffix:
+        candidates = [folder / f"{value}{suffix}" for folder in configs_dirs()] + candidates
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    where = ", ".join(str(c) for c in candidates)
+    raise ClusterConfigError(f"no {what} {value!r}: none of {where} exists")
+
+
+def load_cluster_config(path: Path | str) -> LocalClusterSpec:
+    """Read and check a ``runner cluster`` config (YAML)."""
+    path = Path(path)
+    data = read_yaml(path)
+    engine = data.get("engine")
+    if engine not in ENGINES:
+        raise ClusterConfigError(
+            f"{path}: 'engine' must be one of {', '.join(ENGINES)}, not {engine!r}"
+        )
+    unknown = sorted(set(data) - _KEYS[engine])
+    if unknown:
+        raise ClusterConfigError(
+            f"{path}: unknown key {unknown[0]!r} for engine {engine}"
+            f" (known: {', '.join(sorted(_KEYS[engine]))})"
+        )
+    name = data.get("name", path.name.removesuffix(".yaml").removesuffix(".yml"))
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ClusterConfigError(
+            f"{path}: 'name' must be letters, digits, '.', '_' or '-', not {name!r}"
+        )
+    per_node_key = "threads" if engine == "dask" else "cpus"
+    return LocalClusterSpec(
+        name=name,
+        engine=engine,
+        nodes=integer(path, data, "nodes", 2, minimum=1),
+        per_node=integer(path, data, per_node_key, 1, minimum=1),
+        port=integer(path, data, "port", 0, minimum=0, maximum=65535),
+        dashboard=boolean(path, data, "dashboard", False),
+        timeout=number(path, data, "timeout", 180.0, minimum=1.0),
+        source=path,
+    )
+
+
+def state_root(root: Path | str | None = None) -> Path:
+    """Where clusters keep their state: ``root``, $RUNNER_STATE_DIR or TMPDIR/cluster-runner-UID."""
+    if root is not None:
+        return Path(root).expanduser()
+    if os.environ.get(STATE_DIR_ENV):
+        return Path(os.environ[STATE_DIR_ENV]).expanduser()
+    return Path(tempfile.gettempdir()) / f"cluster-runner-{os.getuid()}"
+
+
+def state_folder(spec: LocalClusterSpec, root: Path | str | None = None) -> Path:
+    """The folder of the cluster ``spec`` describes: its state file, logs and token."""
+    return (state_root(root) / spec.name).resolve()
+
+
+# --- checking values, shared with profiles ---------------------------------------------------
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping, or one line saying what is wrong."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ClusterConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ClusterConfigError(f"{path} is not valid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ClusterConfigError(f"{path}: expected a mapping of keys to values at the top")
+    return data
+
+
+def integer(
+    path: Path,
+    table: Mapping[str, Any],
+    key: str,
+    default: int | None,
+    *,
+    minimum: int,
+    maximum: int | None = None,
+    label: str | None = None,
+) -> Any:
+    """``table[key]`` as an int within bounds, ``default`` when absent."""
+    if key not in table:
+        return default
+    value = table[key]
+    bad = not isinstance(value, int) or isinstance(value, bool) or value < minimum
+    if bad or (maximum is not None and value > maximum):
+        bounds = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+        raise ClusterConfigError(
+            f"{path}: {label or key!r} must be an integer {bounds}, not {value!r}"
+        )
+    return value
+
+
+def number(
+    path: Path,
+    table: Mapping[str, Any],
+    key: str,
+    default: float | None,
+    *,
+    minimum: float,
+    label: str | None = None,
+) -> Any:
+    """``table[key]`` as a float of at least ``minimum``, ``default`` when absent."""
+    if key not in table:
+        return default
+    value = table[key]
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum:
+        raise ClusterConfigError(
+            f"{path}: {label or key!r} must be a number >= {minimum:g}, not {value!r}"
+        )
+    return float(value)
+
+
+def boolean(
+    path: Path, table: Mapping[str, Any], key: str, default: bool, label: str | None = None
+) -> bool:
+    """``table[key]`` as a bool (true or false), ``default`` when absent."""
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ClusterConfigError(f"{path}: {label or key!r} must be true or false, not {value!r}")
+    return value

@@ -1,0 +1,248 @@
+"""A cluster's processes on disk: the state file, and stopping exactly what it records.
+
+Both local clusters (:mod:`~cluster_runner.clusters.dask_local`,
+:mod:`~cluster_runner.clusters.ray_local`) write ``state.json`` in their state folder: the
+address, and every process started, each with its pid *and its start time*. A pid the
+operating system has since given to another program therefore never matches, and stopping a
+cluster ends the processes it started, and their children, and nothing else: never a search
+by name (``pkill``), never ``ray stop`` (which ends every Ray process on the machine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from cluster_runner.errors import ClusterConfigError, UsageError
+
+LOOPBACK = "127.0.0.1"
+#: Pinned to one thread in every worker, so that N workers use N cores.
+THREAD_ENV = dict.fromkeys(
+    ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"), "1"
+)
+#: Two processes started this close together are the same one (psutil rounds start times).
+_SAME_START_S = 0.05
+
+
+def read_state(folder: Path | str) -> dict[str, Any] | None:
+    """The state recorded in ``folder``, or ``None`` if no cluster was started from it."""
+    path = Path(folder) / "state.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ClusterConfigError(
+            f"{path} is not a cluster state file written by cluster-runner ({exc})"
+        ) from None
+
+
+def write_state(folder: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``folder/state.json`` at once (readers never see half a file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "state.json.tmp"
+    write_private(tmp, json.dumps(state, indent=2) + "\n")
+    tmp.replace(folder / "state.json")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by its owner only (it may hold or name a token)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def refuse_running(folder: Path, stop_hint: str) -> None:
+    """Raise a :class:`UsageError` if a cluster recorded in ``folder`` still runs."""
+    state = read_state(folder) if folder.exists() else None
+    if state is not None and live_processes(state):
+        raise UsageError(
+            f"a cluster started from {folder} is still running ({state.get('address')});"
+            f" stop it first: {stop_hint}"
+        )
+
+
+def launch(
+    state: dict[str, Any], role: str, command: list[str], env: dict[str, str], log: Path
+) -> subprocess.Popen:
+    """Start ``command`` in a session of its own, logging to ``log``, and record it.
+
+    A session of its own: it outlives the command that started it and ignores the terminal's
+    Ctrl-C.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    state["processes"].append(entry(proc.pid, role, log))
+    return proc
+
+
+def entry(pid: int, role: str, log: Path | None = None) -> dict[str, Any]:
+    """A process as the state file records it."""
+    proc = psutil.Process(pid)
+    return {
+        "pid": pid,
+        "create_time": proc.create_time(),
+        "role": role,
+        "log": str(log) if log else None,
+    }
+
+
+def record_children(state: dict[str, Any], role: Any = None) -> None:
+    """Add the processes the recorded ones started, so that stopping knows them too.
+
+    ``role(child, parent_entry)`` names each child; by default ``PARENT/child``.
+    """
+    known = {e["pid"] for e in state["processes"]}
+    for parent in list(state["processes"]):
+        try:
+            children = psutil.Process(parent["pid"]).children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        for child in children:
+            if child.pid in known:
+                continue
+            try:
+                name = role(child, parent) if role else f"{parent['role']}/child"
+                state["processes"].append(entry(child.pid, name))
+            except psutil.NoSuchProcess:
+                continue
+            known.add(child.pid)
+
+
+def live_processes(state: dict[str, Any]) -> list[psutil.Process]:
+    """The recorded processes still running, matched by pid *and* start time."""
+    live = []
+    for item in state.get("processes", []):
+        try:
+            proc = psutil.Process(item["pid"])
+            if abs(proc.create_time() - item["create_time"]) < _SAME_START_S and (
+                proc.status() != psutil.STATUS_ZOMBIE
+            ):
+                live.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return live
+
+
+def with_children(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """``procs`` and every process they have started since (Ray starts workers on demand)."""
+    found = list(procs)
+    for proc in procs:
+        try:
+            found.extend(c for c in proc.children(recursive=True) if c not in found)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def mark_alive(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with each process marked ``alive`` (True or False)."""
+    live = {p.pid for p in live_processes(state)}
+    for item in state["processes"]:
+        item["alive"] = item["pid"] in live
+    return state
+
+
+def terminate(
+    procs: list[psutil.Process], order: Sequence[list[psutil.Process]], grace: float
+) -> list[int]:
+    """End ``procs``: SIGTERM to each group of ``order`` in turn, then SIGKILL to the rest.
+
+    Each group gets ``grace`` seconds to exit after its SIGTERM (workers leave a scheduler in
+    order before it stops; a holder shuts its nodes down); whatever of ``procs`` is still
+    running five seconds after the last group is killed. Returns the pids that were killed.
+    """
+    for group in order:
+        for proc in group:
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except psutil.NoSuchProcess:
+                continue
+        psutil.wait_procs(group, timeout=grace)
+    _gone, alive = psutil.wait_procs(procs, timeout=5.0)
+    killed = []
+    for proc in alive:
+        try:
+            proc.kill()
+            killed.append(proc.pid)
+        except psutil.NoSuchProcess:
+            continue
+    psutil.wait_procs(alive, timeout=10.0)
+    return killed
+
+
+def running(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of ``procs`` still running (zombies waiting for their parent do not count)."""
+    left = []
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                left.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return left
+
+
+def survivors(procs: list[psutil.Process], timeout: float) -> list[str]:
+    """Wait up to ``timeout`` s for ``procs`` to end; describe those still running (``PID CMD``)."""
+    deadline = time.monotonic() + timeout
+    left = running(procs)
+    while left and time.monotonic() < deadline:
+        psutil.wait_procs(left, timeout=0.5)
+        left = running(left)
+    out = []
+    for proc in left:
+        try:
+            out.append(f"{proc.pid} {' '.join(proc.cmdline())[:80]}")
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def python_env(extra: dict[str, str]) -> dict[str, str]:
+    """This environment plus ``extra``, with this package importable in every child.
+
+    Engine workers unpickle the runner's task functions, so they must import
+    ``cluster_runner`` whether or not it is installed where they run.
+    """
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, **extra}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
+
+
+@contextlib.contextmanager
+def environment(changes: Mapping[str, str | None]) -> Iterator[None]:
+    """Set (or, for ``None``, unset) environment variables for a while, then restore them."""
+    saved = {name: os.environ.get(name) for name in changes}
+    try:
+        for name, value in changes.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
