@@ -15,7 +15,13 @@ are ``pure=False``: repeats are computed again, never served from memory.
 
 ``BackendOptions.nodes = k`` restricts every task to k of the cluster's workers (the first k
 by name), through ``workers=`` with ``allow_other_workers=False``: a sweep can time 1, 2, ...
-workers of one running cluster without restarting it.
+workers of one running cluster without restarting it. Restricted tasks are placed where their
+inputs already are (``distributed.scheduler.decide_worker`` picks among the workers holding a
+dependency), and are never treated as root-ish, so the fan-out after one shared input (the
+base primes) would all land on the worker holding that input, stealing moving only a few:
+measured 60 of 66 chunk tasks on one of two workers. So tasks with inputs are dealt to the
+chosen workers round-robin, one worker each; tasks without inputs keep the whole set, and the
+scheduler balances them by occupancy.
 
 A run that passes its timeout has its futures cancelled. A running Python function cannot be
 stopped, so on the embedded cluster the workers still running one are restarted by their
@@ -123,6 +129,7 @@ class DaskBackend(Backend):
         self.client: Client | None = None
         self.chosen: list[str] | None = None  # names of the workers tasks may use (nodes=k)
         self._allowed: list[str] | None = None  # their current addresses
+        self._dealt = 0  # tasks with inputs dealt round-robin to the chosen workers so far
         self._token = secrets.token_hex(4)
         self._futures: list[Future] = []  # every future of the run in progress
         self.worker_blas_threads: int | None = None
@@ -243,6 +250,10 @@ class DaskBackend(Backend):
                     f"task {task.key} needs {resource}, which no Dask worker in use offers"
                     f" (start workers with: dask worker ADDRESS --resources '{resource}=1')"
                 )
+        workers = self._allowed
+        if workers and task.dependencies:
+            workers = [workers[self._dealt % len(workers)]]  # see the module docstring
+            self._dealt += 1
         future = self.client.submit(
             run_task,
             dask_identity,
@@ -251,7 +262,7 @@ class DaskBackend(Backend):
             *args,
             key=f"{task.key}@{self._token}",
             pure=False,
-            workers=self._allowed,
+            workers=workers,
             allow_other_workers=False,
             resources=dict(task.resources) or None,
         )
