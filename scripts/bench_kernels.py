@@ -146,17 +146,6 @@ def bench_arrays(mib: int, repeat: int) -> list[Row]:
     return out
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def short(n: int) -> str:
     """1000000000 as 1e9, other numbers with thousands separators."""
     k = round(math.log10(n))
@@ -217,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)
+    from cluster_runner.results import cpu_model
+
     print(f"{cpu_model()}; Python {platform.python_version()}, numpy {np.__version__},", end=" ")
     print(f"numba {numba.__version__}; {where}; medians of {args.repeat} calls\n")
 

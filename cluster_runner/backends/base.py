@@ -55,6 +55,37 @@ class TaskOutput:
     traces: tuple[TaskTrace, ...]
 
 
+#: BLAS/OpenMP thread variables, set to 1 in every worker process the runner starts, so that N
+#: workers use N cores rather than N x cores (each backend passes them its own way).
+SINGLE_THREAD_ENV = dict.fromkeys(
+    (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "BLIS_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+    ),
+    "1",
+)
+
+
+def warm_worker(hold: float = 0.0) -> tuple[int, int]:
+    """Start-up probe run on each worker: load the compiled kernels, report ``(pid, BLAS threads)``.
+
+    ``hold`` keeps the worker busy a moment, so that the probes of one round land on different
+    workers of a pool or cluster that hands out work on demand.
+    """
+    from threadpoolctl import threadpool_info
+
+    from cluster_runner.workloads.sieve import base_primes, count_primes_between
+
+    count_primes_between(0, 100, base_primes(10))
+    time.sleep(hold)
+    blas = [lib.get("num_threads", 1) for lib in threadpool_info()]
+    return os.getpid(), max(blas, default=1)
+
+
 def local_identity() -> tuple[str, str]:
     """``(worker, node)`` for a plain process: its pid and its host name."""
     return f"pid-{os.getpid()}", socket.gethostname()

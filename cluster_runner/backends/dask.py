@@ -47,7 +47,15 @@ from distributed.client import FutureCancelledError
 from distributed.comm import get_address_host
 from distributed.scheduler import KilledWorker
 
-from cluster_runner.backends.base import Backend, BackendInfo, BackendOptions, TaskOutput, run_task
+from cluster_runner.backends.base import (
+    SINGLE_THREAD_ENV,
+    Backend,
+    BackendInfo,
+    BackendOptions,
+    TaskOutput,
+    run_task,
+    warm_worker,
+)
 from cluster_runner.backends.connect import parse_address, probe
 from cluster_runner.devices import WORKER_GPU_ENV, require_gpu
 from cluster_runner.errors import (
@@ -63,18 +71,6 @@ from cluster_runner.graph import Task
 
 #: How many GPUs the embedded cluster's workers share out (read by :func:`dask_setup`).
 GPUS_ENV = "CLUSTER_RUNNER_GPUS"
-#: BLAS/OpenMP thread variables set to 1 in the embedded cluster's worker processes.
-THREAD_ENV = dict.fromkeys(
-    (
-        "OMP_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "BLIS_NUM_THREADS",
-        "VECLIB_MAXIMUM_THREADS",
-        "NUMEXPR_NUM_THREADS",
-    ),
-    "1",
-)
 
 
 def dask_identity() -> tuple[str, str]:
@@ -96,17 +92,6 @@ def dask_setup(worker: Any) -> None:
     if gpus:
         digits = "".join(ch for ch in str(worker.name) if ch.isdigit()) or "0"
         os.environ[WORKER_GPU_ENV] = str(int(digits) % gpus)
-
-
-def warm_worker() -> tuple[int, int]:
-    """Run on every worker at start: load the compiled kernels; report ``(pid, BLAS threads)``."""
-    from threadpoolctl import threadpool_info
-
-    from cluster_runner.workloads.sieve import base_primes, count_primes_between
-
-    count_primes_between(0, 100, base_primes(10))
-    blas = [lib.get("num_threads", 1) for lib in threadpool_info()]
-    return os.getpid(), max(blas, default=1)
 
 
 class DaskBackend(Backend):
@@ -175,7 +160,7 @@ class DaskBackend(Backend):
             dashboard_address="127.0.0.1:0",
             worker_dashboard_address="127.0.0.1:0",
             silence_logs=logging.ERROR,
-            env={**THREAD_ENV, GPUS_ENV: str(self.gpus)},
+            env={**SINGLE_THREAD_ENV, GPUS_ENV: str(self.gpus)},
             resources={"GPU": 1} if self.gpus else None,  # each worker may run a GPU task
             preload=[__name__],  # runs dask_setup in each worker
         )

@@ -28,20 +28,17 @@ import sys
 import time
 from typing import Any
 
-from cluster_runner.backends.base import BackendInfo, BackendOptions
+from cluster_runner.backends.base import (
+    SINGLE_THREAD_ENV,
+    BackendInfo,
+    BackendOptions,
+    warm_worker,
+)
 from cluster_runner.backends.executor import ExecutorBackend
 from cluster_runner.devices import WORKER_GPU_ENV, require_gpu
 from cluster_runner.errors import ExecutionError, UsageError
 
 #: Environment variables read by BLAS/OpenMP libraries that a task may load later.
-_THREAD_ENV = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "BLIS_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -56,8 +53,7 @@ def init_worker(counter: Any = None, gpus: int = 0) -> None:
     With ``gpus`` > 0, the worker takes the next number from the shared ``counter`` and uses
     GPU ``number % gpus``, so the workers of a pool share out every GPU of the machine.
     """
-    for name in _THREAD_ENV:
-        os.environ[name] = "1"
+    os.environ.update(SINGLE_THREAD_ENV)
     if gpus and counter is not None:
         with counter.get_lock():
             number = counter.value
@@ -72,21 +68,6 @@ def init_worker(counter: Any = None, gpus: int = 0) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() == 1:  # the parent died before prctl took effect
             os._exit(1)
-
-
-def probe_worker(hold: float) -> tuple[int, int]:
-    """Start-up probe: load the compiled kernels, then hold the worker so others get probes too.
-
-    Returns ``(pid, BLAS threads)`` so the driver can check every worker is up and pinned.
-    """
-    from threadpoolctl import threadpool_info
-
-    from cluster_runner.workloads.sieve import base_primes, count_primes_between
-
-    count_primes_between(0, 100, base_primes(10))
-    time.sleep(hold)
-    blas = [lib.get("num_threads", 1) for lib in threadpool_info()]
-    return os.getpid(), max(blas, default=1)
 
 
 class LocalBackend(ExecutorBackend):
@@ -129,7 +110,7 @@ class LocalBackend(ExecutorBackend):
         deadline = time.monotonic() + timeout
         hold = 0.05
         while len(seen) < self.workers and time.monotonic() < deadline:
-            probes = [self.executor.submit(probe_worker, hold) for _ in range(self.workers)]
+            probes = [self.executor.submit(warm_worker, hold) for _ in range(self.workers)]
             try:
                 for probe in probes:
                     pid, blas = probe.result(timeout=max(1.0, deadline - time.monotonic()))

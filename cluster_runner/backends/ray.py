@@ -50,9 +50,17 @@ from ray.exceptions import (
     WorkerCrashedError,
 )
 
-from cluster_runner.backends.base import Backend, BackendInfo, BackendOptions, TaskOutput, run_task
+from cluster_runner.backends.base import (
+    SINGLE_THREAD_ENV,
+    Backend,
+    BackendInfo,
+    BackendOptions,
+    TaskOutput,
+    run_task,
+    warm_worker,
+)
 from cluster_runner.backends.connect import parse_address
-from cluster_runner.backends.ray_connect import THREAD_ENV, connect, reread_auth_config, token_auth
+from cluster_runner.backends.ray_connect import connect, reread_auth_config, token_auth
 from cluster_runner.devices import require_gpu
 from cluster_runner.errors import (
     BackendUnavailableError,
@@ -89,21 +97,6 @@ def bind(func: Any) -> Any:
     task_body.__name__ = getattr(func, "__name__", "task")
     task_body.__qualname__ = f"run_task[{getattr(func, '__qualname__', task_body.__name__)}]"
     return task_body
-
-
-def warm_worker(hold: float) -> tuple[int, int]:
-    """Start-up probe: load the compiled kernels, then hold the CPU so other probes spread.
-
-    Returns ``(pid, BLAS threads)``.
-    """
-    from threadpoolctl import threadpool_info
-
-    from cluster_runner.workloads.sieve import base_primes, count_primes_between
-
-    count_primes_between(0, 100, base_primes(10))
-    time.sleep(hold)
-    blas = [lib.get("num_threads", 1) for lib in threadpool_info()]
-    return os.getpid(), max(blas, default=1)
 
 
 class RayBackend(Backend):
@@ -201,7 +194,7 @@ class RayBackend(Backend):
             include_dashboard=False,
             log_to_driver=False,
             logging_level=logging.WARNING,
-            runtime_env={"env_vars": THREAD_ENV},
+            runtime_env={"env_vars": SINGLE_THREAD_ENV},
             namespace="cluster-runner",
             _node_ip_address="127.0.0.1",
         )

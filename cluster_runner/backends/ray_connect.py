@@ -26,21 +26,10 @@ from typing import Any
 
 import ray
 
+from cluster_runner.backends.base import SINGLE_THREAD_ENV
 from cluster_runner.backends.connect import parse_address, probe
 from cluster_runner.errors import BackendUnavailableError, ConnectError, RunnerError
 
-#: BLAS/OpenMP thread variables set to 1 in the job's workers (through its runtime env).
-THREAD_ENV = dict.fromkeys(
-    (
-        "OMP_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "BLIS_NUM_THREADS",
-        "VECLIB_MAXIMUM_THREADS",
-        "NUMEXPR_NUM_THREADS",
-    ),
-    "1",
-)
 #: Seconds (tries, a second apart) Ray waits for a GCS when the driver connects; default 20.
 GCS_WAIT_ENV = "RAY_gcs_server_port_wait_time_s"
 #: How Ray is told where a cluster's token is, in the order it looks.
@@ -73,7 +62,7 @@ def connect(target: str, shown: str, timeout: float) -> Any:
                 address=target,
                 log_to_driver=False,
                 logging_level=logging.ERROR,
-                runtime_env={"env_vars": THREAD_ENV},
+                runtime_env={"env_vars": SINGLE_THREAD_ENV},
                 namespace="cluster-runner",
             )
         except BaseException as exc:

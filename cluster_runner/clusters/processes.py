@@ -22,13 +22,12 @@ from typing import Any
 
 import psutil
 
+from cluster_runner.backends.base import SINGLE_THREAD_ENV
 from cluster_runner.errors import ClusterConfigError, UsageError
 
 LOOPBACK = "127.0.0.1"
 #: Pinned to one thread in every worker, so that N workers use N cores.
-THREAD_ENV = dict.fromkeys(
-    ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"), "1"
-)
+THREAD_ENV = SINGLE_THREAD_ENV
 #: Two processes started this close together are the same one (psutil rounds start times).
 _SAME_START_S = 0.05
 
