@@ -185,6 +185,7 @@ def _identity(record: dict[str, Any]) -> dict[str, str]:
         "mode": labels["mode"],
         "axis": labels["axis"],
         "machine": _machine(record),
+        "injected fault": record.get("fault") or "none",
     }
 
 

@@ -90,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("runner: interrupted; finished runs are in the results file", err=True)
         code = 130
+    except SystemExit as exc:
+        if exc.code != 143:
+            raise
+        click.echo("runner: terminated; finished runs are in the results file", err=True)
+        code = 143
     if not isinstance(code, int):
         code = 0
     if argv is None:

@@ -105,7 +105,11 @@ def _execute_ready(
                 (graph[key], [values[a.key] if isinstance(a, Ref) else a for a in graph[key].args])
                 for key in keys
             ]
-            future = backend.submit_batch(batch)
+            try:
+                future = backend.submit_batch(batch)
+            except cf.BrokenExecutor as exc:  # a worker died since the last completion
+                future = cf.Future()  # lost with the pool, like the batches in flight
+                future.set_exception(exc)
             batches += 1
             running[future] = keys
             future.add_done_callback(done.put)
@@ -136,6 +140,7 @@ def _execute_ready(
                     attempts[lost_key] = attempts.get(lost_key, 0) + 1
                 worst = max(lost, key=lambda k: attempts[k])
                 if attempts[worst] > retries:
+                    backend.restart()  # a fresh pool for the next run
                     raise WorkerLostError(
                         f"task {worst} was lost with its worker {attempts[worst]} times, more"
                         f" than --retries {retries} allows (out of memory, or a crash in the"

@@ -9,17 +9,24 @@ is replaced; Dask and Ray reschedule), and the run must still verify.
 "Once" is kept by a marker file created with ``O_EXCL``: the first attempt creates it and dies,
 the retry finds it and runs the task. On a multi-node cluster whose nodes do not share the
 driver's temporary folder, the task dies once per node it is retried on, still a bounded number.
+
+A fault is applied per run (:func:`inject`), so each run of a sweep loses a worker and recovers;
+the record of such a run says which fault it had (``fault``) and how many tasks were rerun.
+Backends whose tasks run in the driver's own process (serial, threads) refuse it: the "worker"
+killed would be the driver (:func:`check_supported`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cluster_runner.errors import UsageError
 from cluster_runner.graph import Graph, Ref
 
 KILL_WORKER = "kill-worker"
@@ -41,7 +48,8 @@ def die_once(marker: str, func: Callable[..., Any], *args: Any) -> Any:
 def victim(graph: Graph) -> str:
     """The task to kill: the middle one of those that feed another, so others finish first."""
     feeders = [key for key, users in graph.dependents().items() if users]
-    return feeders[len(feeders) // 2]
+    candidates = feeders or [task.key for task in graph]  # a graph of one task: that one
+    return candidates[len(candidates) // 2]
 
 
 def with_kill_worker(graph: Graph) -> tuple[Graph, Path]:
@@ -65,3 +73,29 @@ def with_kill_worker(graph: Graph) -> tuple[Graph, Path]:
         else:
             faulty.add(task.key, task.func, *args, stage=task.stage, resources=task.resources)
     return faulty, marker
+
+
+def check_supported(fault: str | None, backend: str, worker_processes: bool) -> None:
+    """Refuse, in one line, a fault this runner does not know or a backend cannot survive."""
+    if fault is None:
+        return
+    if fault not in FAULTS:
+        raise UsageError(f"unknown fault {fault!r} (choose from {', '.join(FAULTS)})")
+    if not worker_processes:
+        raise UsageError(
+            f"--inject-fault {fault}: the {backend} backend runs tasks in the driver's own"
+            " process, so there is no worker to kill (use local, dask or ray)"
+        )
+
+
+@contextlib.contextmanager
+def inject(fault: str | None, graph: Graph) -> Iterator[Graph]:
+    """``graph`` with ``fault`` applied (unchanged for ``None``); its marker removed on exit."""
+    if fault is None:
+        yield graph
+        return
+    faulty, marker = with_kill_worker(graph)
+    try:
+        yield faulty
+    finally:
+        marker.unlink(missing_ok=True)

@@ -23,6 +23,14 @@ Schema history (bump :data:`SCHEMA_VERSION` on any change a reader must know abo
      (null for warm-ups), ``point`` and ``other_load`` (percent of the CPUs that processes
      outside the sweep used just before its size was timed); all runs of a sweep share one
      ``session``.
+   - ``fault``: the fault injected into the run (``--inject-fault``, e.g. ``kill-worker``) or
+     null; ``retried``: the tasks the run had to rerun after losing workers, the sum of its
+     stages' ``retried`` (which every record has). Reports never mix runs with and without
+     a fault.
+
+A results file is only ever appended to. Its last line may be cut short by a crash or a power
+loss (the writer died mid-write); readers skip such a line with a warning, and refuse any other
+line that is not a record of this format.
 """
 
 from __future__ import annotations
@@ -153,8 +161,9 @@ def _jsonable(value: Any) -> Any:
 def read_records(paths: Iterable[str | Path]) -> Iterator[dict[str, Any]]:
     """Every record of the given files (or of the ``*.jsonl`` files in given folders).
 
-    A last line that is cut short (the writer died mid-line) is skipped with a warning; any
-    other line that is not one of our records makes the file "not ours", a one-line error.
+    A last line that is cut short (the writer died mid-line: the start of a JSON object, or
+    zeros) is skipped with a warning; any other line that is not one of our records makes the
+    file "not ours", a one-line error.
     """
     for path in results_files(paths):
         try:
@@ -167,7 +176,7 @@ def read_records(paths: Iterable[str | Path]) -> Iterator[dict[str, Any]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
-                if number == len(lines):
+                if number == len(lines) and _cut_short(line):
                     warnings.warn(f"{path}:{number}: skipped a truncated last line", stacklevel=2)
                     continue
                 raise ResultsFileError(
@@ -182,6 +191,12 @@ def read_records(paths: Iterable[str | Path]) -> Iterator[dict[str, Any]]:
                     f" reads ({SCHEMA_VERSION}): upgrade cluster-runner"
                 )
             yield record
+
+
+def _cut_short(line: str) -> bool:
+    """Whether a line that is not JSON looks like one of ours cut short by a crash: the start
+    of a JSON object, or the zeros a file system may leave after a power loss."""
+    return line.lstrip().startswith("{") or not line.strip("\x00 \t\r")
 
 
 def results_files(paths: Iterable[str | Path]) -> Iterator[Path]:

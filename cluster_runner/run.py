@@ -13,6 +13,10 @@ driver after the clock stops, is not in the figures.
 
 Each run becomes a record (see :mod:`cluster_runner.results`) handed to ``on_record`` the
 moment it ends, so the caller can write it before the next run starts.
+
+With ``fault`` (``--inject-fault``, see :mod:`cluster_runner.faults`) every run's first stage
+loses a worker partway through; the record names the fault, and each stage says how many of its
+tasks were rerun (``retried``). A run whose losses exceed the retry budget is recorded as failed.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 from cluster_runner.backends.base import Backend, TaskTrace
 from cluster_runner.errors import ExecutionError
 from cluster_runner.execute import DEFAULT_RETRIES, execute
+from cluster_runner.faults import check_supported, inject
 from cluster_runner.jobspec import JobSpec
 from cluster_runner.results import RECORD_FORMAT, SCHEMA_VERSION, environment, new_id, now
 from cluster_runner.usage import TreeMonitor
@@ -45,6 +50,7 @@ def run_job(
     labels: dict[str, Any] | None = None,
     first_index: int = 0,
     exclude_pids: Collection[int] = (),
+    fault: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``job`` ``warmup + repeat`` times on a started backend; return the records.
 
@@ -53,23 +59,29 @@ def run_job(
     ``first_index`` numbers the first run's ``repeat`` field, for a caller (a sweep) that
     makes a point's runs one call at a time. ``exclude_pids`` are processes (with their
     descendants) left out of the usage figures: the other backends a sweep keeps up meanwhile.
+    ``fault`` is injected into the first stage of every run.
     """
+    check_supported(fault, backend.name, backend.worker_processes)
     graph = job.build_graph()
     stage_graphs = [(stage, graph.stage(stage.name)) for stage in job.stages]
     session = session or new_id()
     records = []
     for i in range(warmup + repeat):
         record = _base_record(job, backend, session, first_index + i, i < warmup, labels)
+        record["fault"] = fault
         began = time.perf_counter()
         try:
-            for stage, stage_graph in stage_graphs:
-                record["stages"].append(
-                    _run_stage(stage, stage_graph, backend, timeout, retries, exclude_pids)
-                )
+            for number, (stage, stage_graph) in enumerate(stage_graphs):
+                with inject(fault if number == 0 else None, stage_graph) as run_graph:
+                    record["stages"].append(
+                        _run_stage(stage, run_graph, backend, timeout, retries, exclude_pids)
+                    )
         except ExecutionError as exc:
             record.update(status="failed", error=str(exc), wall_s=time.perf_counter() - began)
+            record["retried"] = sum(s["retried"] for s in record["stages"])
             on_record(record)
             raise
+        record["retried"] = sum(s["retried"] for s in record["stages"])
         record["usage"] = _usage(record["stages"], backend)
         record["wall_s"] = sum(s["wall_s"] for s in record["stages"])
         ok = all(s["verified"] for s in record["stages"])

@@ -37,6 +37,11 @@ run (:mod:`cluster_runner.usage`) leave out the other backends kept up meanwhile
 
 Every record is handed to ``on_record`` the moment its run ends, so an interrupted sweep keeps
 every run it finished; on Ctrl-C every backend started is closed on the way out.
+
+Failures. A run that fails (its timeout passed, or workers were lost more often than the retry
+budget allows) is recorded as ``failed``. With ``keep_going`` its point is dropped from the
+later rounds and the sweep goes on; without it the sweep stops there, its backends closed, and
+the run's error is raised to the caller (the CLI prints it in one line).
 """
 
 from __future__ import annotations
@@ -134,6 +139,7 @@ def plan_sweep(
     start_method: str | None = None,
     gpu: bool = False,
     extra: Mapping[str, Any] | None = None,
+    retries: int = 3,
 ) -> SweepPlan:
     """The points of a sweep; raise a one-line :class:`UsageError` for impossible requests.
 
@@ -177,6 +183,7 @@ def plan_sweep(
                 start_method=start_method,
                 nodes=size if nodes else None,
                 gpu=gpu or job.uses_gpu,
+                retries=retries,
                 extra=dict(extra or {}),  # backend-specific settings (TLS files)
             )
             expected = per_node * size if per_node else count
@@ -273,12 +280,15 @@ def run_sweep(
     retries: int = 3,
     on_record: Callable[[dict[str, Any]], None] = lambda record: None,
     observer: SweepObserver | None = None,
+    fault: str | None = None,
+    keep_going: bool = False,
 ) -> SweepOutcome:
     """Time every point of ``plan``; hand each record to ``on_record`` as its run ends.
 
-    A run that fails is recorded and its point dropped from the later rounds; the sweep goes
-    on. Errors the user must fix (a backend that is not installed, an address that does not
-    answer) stop the sweep with a one-line error.
+    A run that fails is recorded; with ``keep_going`` its point is dropped from the later
+    rounds and the sweep goes on, else its error is raised once the backends are closed.
+    Errors the user must fix (a backend that is not installed, an address that does not
+    answer) stop the sweep with a one-line error. ``fault`` is injected into every run.
     """
     observer = observer or SweepObserver()
     outcome = SweepOutcome()
@@ -338,8 +348,14 @@ def run_sweep(
                         exclude_pids=set().union(
                             *(pids for e, pids in enumerate(owned) if e != run.engine)
                         ),
+                        fault=fault,
                     )
-                except ExecutionError:
+                except ExecutionError as exc:
+                    if not keep_going:
+                        raise type(exc)(
+                            f"{run.point.label}: {exc} (the sweep stopped here; --keep-going"
+                            " records a failed run and goes on)"
+                        ) from exc
                     dropped.add(run.point.label)
                     outcome.failed_points.append(run.point.label)
                     observer.advance(warmup + repeat - run.index)

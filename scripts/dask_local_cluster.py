@@ -6,6 +6,10 @@
     python scripts/dask_local_cluster.py status
     python scripts/dask_local_cluster.py stop
 
+With ``--tls-ca-file CA --tls-cert CERT --tls-key KEY`` (PEM files: a CA, and a certificate it
+signed, good for server and client use, with its key) every process speaks mutual TLS only, on
+``tls://127.0.0.1:PORT``, and ``runner`` needs the same three options to connect.
+
 A thin command line over :mod:`cluster_runner.clusters.dask_local`, the same implementation
 ``runner cluster up|status|down --config cluster_configs/local-dask.yaml`` uses: one ``dask
 scheduler`` and ``--nodes`` ``dask worker`` processes, all on 127.0.0.1, stopped by the pids
@@ -51,7 +55,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dashboard", action="store_true", help="serve the dashboard")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to come up [120]")
     parser.add_argument("--grace", type=float, default=15.0, help="seconds to stop [15]")
+    parser.add_argument("--tls-ca-file", type=Path, help="TLS only: the CA certificate (PEM)")
+    parser.add_argument("--tls-cert", type=Path, help="TLS only: a certificate it signed (PEM)")
+    parser.add_argument("--tls-key", type=Path, help="TLS only: that certificate's key (PEM)")
     args = parser.parse_args(argv)
+    files = {"ca_file": args.tls_ca_file, "cert": args.tls_cert, "key": args.tls_key}
+    if any(files.values()) and not all(files.values()):
+        parser.error("TLS needs --tls-ca-file, --tls-cert and --tls-key together")
+    for name, path in files.items():
+        if path is not None and not path.is_file():
+            parser.error(f"--tls-{name.replace('_', '-')} {path}: no such file")
+    tls = None
+    if all(files.values()):
+        tls = {name: str(path.resolve()) for name, path in files.items()}
     try:
         if args.command == "start":
             if args.nodes < 1 or args.threads < 1:
@@ -63,13 +79,19 @@ def main(argv: list[str] | None = None) -> int:
                 port=args.port,
                 dashboard=args.dashboard,
                 timeout=args.timeout,
+                tls=tls,
             )
             print(f"dask scheduler at {state['address']} with {args.nodes} worker(s)")
             if state["dashboard"]:
                 print(f"dashboard: {state['dashboard']}")
+            flags = (
+                f" --tls-ca-file {tls['ca_file']} --tls-cert {tls['cert']} --tls-key {tls['key']}"
+                if tls
+                else ""
+            )
             print(
                 f"try:  runner submit --job jobs/full.toml --backend dask"
-                f" --address {state['address']}"
+                f" --address {state['address']}{flags}"
             )
             print(f"stop: python {sys.argv[0]} stop --dir {args.dir}")
         elif args.command == "stop":

@@ -10,18 +10,23 @@ A backend's test module binds the suite in a few lines::
                 yield started
 
 The fixture yields a *started* backend with at least two workers; the suite runs graphs on it
-and compares every result, bit for bit, with the serial reference.
+and compares every result, bit for bit, with the serial reference. On a backend with worker
+processes it also kills workers mid-graph (``--inject-fault kill-worker``, and a task that kills
+every worker it runs on) and checks the recovery, and the error once the retries run out.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
 
 from cluster_runner.backends import BackendOptions, create_backend
-from cluster_runner.errors import RunTimeoutError, TaskFailedError
+from cluster_runner.errors import RunTimeoutError, TaskFailedError, WorkerLostError
 from cluster_runner.execute import execute
+from cluster_runner.faults import KILL_WORKER
 from cluster_runner.graph import Graph
 from cluster_runner.jobspec import parse_job
 from cluster_runner.run import run_job
@@ -43,6 +48,12 @@ def add(*values: int) -> int:
 
 
 def identity(x: int) -> int:
+    return x
+
+
+def kill_my_worker(x: int) -> int:
+    """A task that dies with its worker every time, as one that always runs out of memory."""
+    os.kill(os.getpid(), signal.SIGKILL)
     return x
 
 
@@ -124,6 +135,40 @@ class BackendConformance:
         graph = Graph()
         graph.add("r/ok", add, 2, 3, stage="r")
         assert execute(graph, backend, timeout=120).values == {"r/ok": 5}
+
+    # --- worker loss (backends whose tasks run in worker processes) --------------------------
+
+    def test_a_worker_killed_mid_graph_is_replaced_and_the_run_still_verifies(self, backend):
+        if not backend.worker_processes:
+            pytest.skip(f"{backend.name} runs tasks in the driver: no worker to kill")
+        job = parse_job(SMALL_FULL, name="small")
+        faulty, clean = (
+            run_job(job, backend, fault=KILL_WORKER)[0],
+            run_job(job, backend)[0],
+        )
+        for record in (faulty, clean):
+            assert record["status"] == "verified", record["stages"]
+            assert [s["digest"] for s in record["stages"]] == reference_digests()
+        assert faulty["fault"] == KILL_WORKER and faulty["stages"][0]["retried"] >= 1
+        assert faulty["retried"] == sum(s["retried"] for s in faulty["stages"])
+        assert clean["fault"] is None and clean["retried"] == 0
+
+    def test_a_task_that_kills_every_worker_exhausts_the_retries_in_one_line(self, backend):
+        if not backend.worker_processes:
+            pytest.skip(f"{backend.name} runs tasks in the driver: no worker to kill")
+        graph = Graph()
+        parts = [graph.add(f"k/ok-{i}", add, i, 1, stage="k") for i in range(3)]
+        doomed = graph.add("k/doomed", kill_my_worker, 1, stage="k")
+        graph.add("k/sum", add, *parts, doomed, stage="k")
+        retries = backend.options.retries
+        began = time.monotonic()
+        with pytest.raises(WorkerLostError, match=f"--retries {retries}") as caught:
+            execute(graph, backend, timeout=240, retries=retries)
+        assert "\n" not in str(caught.value)
+        assert time.monotonic() - began < 180
+        graph = Graph()  # and the backend still works
+        graph.add("k/after", add, 2, 3, stage="k")
+        assert execute(graph, backend, timeout=120).values == {"k/after": 5}
 
     def test_info_reports_engine_and_workers(self, backend):
         info = backend.info()

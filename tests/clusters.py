@@ -143,12 +143,16 @@ def _stop_and_check(module: ModuleType, cluster: RunningCluster, grace: float) -
 
 @contextlib.contextmanager
 def dask_cluster(
-    workers: int = 2, *, threads: int = 1, timeout: float = 120.0
+    workers: int = 2, *, threads: int = 1, timeout: float = 120.0, tls: dict | None = None
 ) -> Iterator[RunningCluster]:
-    """``dask scheduler`` and ``workers`` ``dask worker`` processes on 127.0.0.1."""
+    """``dask scheduler`` and ``workers`` ``dask worker`` processes on 127.0.0.1.
+
+    ``tls`` (``ca_file``, ``cert``, ``key``, as :func:`make_tls_files` writes them) makes the
+    cluster speak mutual TLS only.
+    """
     module = load_script("dask_local_cluster")
     folder = short_tempdir("rcr-dask-")
-    state = module.start(folder, workers, threads=threads, timeout=timeout)
+    state = module.start(folder, workers, threads=threads, timeout=timeout, tls=tls)
     cluster = RunningCluster("dask", state["address"], workers, folder, {}, state)
     try:
         yield cluster
@@ -293,3 +297,73 @@ def run_watched(
         sampler.join(timeout=5)
         reader.join(timeout=30)
     return code, "".join(out_lines), "".join(err), list(seen.values())
+
+
+def make_tls_files(folder: Path, name: str = "node") -> dict[str, str]:
+    """A fresh CA, and a certificate and key it signed for 127.0.0.1 (server and client use),
+    written as PEM files under ``folder``: ``{"ca_file", "cert", "key"}``, the keys that
+    ``scripts/dask_local_cluster.py`` and ``BackendOptions.extra`` (with ``tls_``) take."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    def named(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(named(f"cluster-runner test CA {name}"))
+        .issuer_name(named(f"cluster-runner test CA {name}"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(named(name))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOOPBACK))]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "ca_file": folder / "ca.pem",
+        "cert": folder / f"{name}.pem",
+        "key": folder / f"{name}.key",
+    }
+    files["ca_file"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files["key"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    files["key"].chmod(0o600)
+    return {role: str(path) for role, path in files.items()}

@@ -127,34 +127,8 @@ def test_backends_table_lists_every_backend(capsys):
         assert name in out
 
 
-BAD_INPUT = [
-    (["submit", "--backend", "spark"], "'spark' is not one of"),
-    (["submit", "--job", "jobs/none.toml"], "does not exist"),
-    (["submit", "--job", "nosuchjob"], "no job named 'nosuchjob'"),
-    (["submit", "--workers", "0"], "0 is not in the range x>=1"),
-    (["submit", "--workers", "many"], "'many' is not a valid integer"),
-    (["submit", "--repeat", "0"], "0 is not in the range x>=1"),
-    (["submit", "--timeout", "-1"], "-1.0 is not in the range x>=0.001"),
-    (["submit", "--set", "n=-5"], "n must be >= 2"),
-    (["submit", "--set", "n"], "expected KEY=VALUE"),
-    (["submit", "--set", "colour=red"], "has a parameter 'colour'"),
-    (["submit", "--backend", "local", "--address", "tcp://127.0.0.1:1"], "takes no --address"),
-    (["submit", "--start-method", "vfork"], "'vfork' is not one of"),
-    (["submit", "--frobnicate"], "No such option '--frobnicate'"),
-    (["sumbit"], "No such command 'sumbit'"),
-]
-
-
-@pytest.mark.parametrize("args,message", BAD_INPUT)
-def test_bad_input_is_one_line_on_stderr_with_exit_2(args, message, capsys, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    assert main(args) == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("runner: error: ")
-    assert message in lines[0]
-    assert "Traceback" not in captured.err + captured.out
+# The table of malformed inputs (flags, job specs, addresses, results files) is in
+# test_bad_input.py.
 
 
 def test_malformed_job_file_is_one_line_from_a_real_process(tmp_path):

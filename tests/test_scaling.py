@@ -1,7 +1,8 @@
-"""Sweeps: the plan of points, the A B A B order, pre-flight, failures, and Ctrl-C."""
+"""Sweeps: the plan of points, the A B A B order, pre-flight, failures, Ctrl-C and SIGTERM."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -10,7 +11,7 @@ import psutil
 import pytest
 
 from cluster_runner.backends import BackendOptions
-from cluster_runner.errors import JobSpecError, UsageError
+from cluster_runner.errors import JobSpecError, RunTimeoutError, UsageError
 from cluster_runner.jobspec import parse_job
 from cluster_runner.results import ResultsWriter, read_records
 from cluster_runner.scaling import (
@@ -23,6 +24,7 @@ from cluster_runner.scaling import (
     run_sweep,
 )
 
+from clusters import driver_env, listening_addresses, ray_lock, survivors
 from conftest import ROOT, runner_command
 
 TINY = """
@@ -198,11 +200,13 @@ def test_a_backend_whose_workers_are_missing_is_not_timed(tiny, tmp_path):
     assert [r["status"] for r in records if r["backend"]["name"] == "serial"] == ["verified"] * 2
 
 
-def test_a_failing_point_is_recorded_and_the_sweep_goes_on():
+def test_a_failing_point_is_recorded_and_with_keep_going_the_sweep_goes_on():
     job = parse_job(DOT, name="dot")
     plan = plan_sweep(job, ["threads"], workers=[1, 2])
     records = []
-    outcome = run_sweep(plan, warmup=0, repeat=3, timeout=0.001, on_record=records.append)
+    outcome = run_sweep(
+        plan, warmup=0, repeat=3, timeout=0.001, on_record=records.append, keep_going=True
+    )
     # Every run times out: each point fails on its first run, is not run again, and the
     # sweep still goes on to the next size.
     assert outcome.failed_points == ["threads x1", "threads x2"]
@@ -210,62 +214,85 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on():
     assert all("timed out" in r["error"] for r in records)
 
 
-# --- Ctrl-C ----------------------------------------------------------------------------------
+def test_without_keep_going_the_sweep_stops_at_the_first_failed_run():
+    job = parse_job(DOT, name="dot")
+    plan = plan_sweep(job, ["threads"], workers=[1, 2])
+    records = []
+    with pytest.raises(RunTimeoutError, match=r"^threads x1: .*timed out.*--keep-going"):
+        run_sweep(plan, warmup=0, repeat=3, timeout=0.001, on_record=records.append)
+    assert [r["status"] for r in records] == ["failed"]  # written before it stopped
 
 
-def test_ctrl_c_keeps_finished_runs_and_leaves_no_process(tmp_path):
+# --- Ctrl-C and SIGTERM -------------------------------------------------------------------------
+
+#: Every backend, one worker each, in one sweep: their runs alternate, so an interrupt lands
+#: while each of them has finished runs and one of them is running.
+EVERY_BACKEND = "serial,threads,local,dask,ray"
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"]
+)
+def test_an_interrupted_sweep_of_every_backend_keeps_its_runs_and_leaves_no_process(
+    signum, code, tmp_path
+):
+    """Ctrl-C (to the whole process group, as a terminal sends it) or SIGTERM (to the driver
+    alone, as ``kill`` or a job scheduler sends it) in the middle of a sweep of every backend:
+    the sweep stops within seconds with 130 or 143 and one line, every process it started has
+    ended, and every finished run is in the results file, which ``runner report`` reads. While
+    it ran, its whole process tree listened on loopback only."""
     out = tmp_path / "results"
     command = [
-        *runner_command(),
-        "scale",
-        "--job",
-        str(ROOT / "jobs" / "dot.toml"),
-        "--set",
-        "n=20000000",
-        "--set",
-        "chunks=8",
-        "--backend",
-        "local,threads",
-        "--workers",
-        "1,2",
-        "--repeat",
-        "50",
-        "--warmup",
-        "0",
-        "--out",
-        str(out),
-    ]
-    proc = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            files = list(out.glob("*.jsonl")) if out.exists() else []
-            if files and len(files[0].read_text().splitlines()) >= 2:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the sweep ended before it could be interrupted"
-        descendants = psutil.Process(proc.pid).children(recursive=True)
-        assert descendants, "the local backend's workers should be running"
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:  # ours: stop it before failing
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 130, stderr
-    assert stderr.strip().splitlines()[-1].startswith("runner: interrupted")
-    _, alive = psutil.wait_procs(descendants, timeout=10)
-    assert not alive, [p.pid for p in alive]
+        *runner_command(), "scale", "--job", str(ROOT / "jobs" / "dot.toml"),
+        "--set", "n=8000000", "--set", "chunks=8", "--backend", EVERY_BACKEND, "--workers", "1",
+        "--repeat", "50", "--warmup", "0", "--out", str(out),
+    ]  # fmt: skip
+    with ray_lock():
+        proc = subprocess.Popen(
+            command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=driver_env(), start_new_session=True,
+        )  # fmt: skip
+        seen: dict[int, psutil.Process] = {}
+        try:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and proc.poll() is None:
+                for child in psutil.Process(proc.pid).children(recursive=True):
+                    seen.setdefault(child.pid, child)
+                files = list(out.glob("*.jsonl")) if out.exists() else []
+                if files and len(files[0].read_text().splitlines()) >= 7:  # into round two
+                    break
+                time.sleep(0.1)
+            assert proc.poll() is None, "the sweep ended before it could be interrupted"
+            tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+            listening = listening_addresses(tree)
+            seen.update((p.pid, p) for p in tree[1:])
+            if signum == signal.SIGINT:
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                proc.send_signal(signum)
+            began = time.monotonic()
+            _, stderr = proc.communicate(timeout=120)
+            stopped = time.monotonic() - began
+            left = survivors(list(seen.values()))
+        finally:
+            if proc.poll() is None:  # ours: stop it before failing
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("runner: interrupted" if code == 130 else "runner: terminated"), stderr
+    assert stopped < 60, f"took {stopped:.0f} s to stop"
+    assert not left, f"processes outlived the interrupted sweep: {left}"
+    assert listening <= {"127.0.0.1"}, listening
     (path,) = out.glob("*.jsonl")
     records = list(read_records([path]))
-    assert len(records) >= 2 and all(r["status"] == "verified" for r in records)
+    assert {r["backend"]["name"] for r in records} == set(EVERY_BACKEND.split(","))
+    assert all(r["status"] == "verified" for r in records)
     report = subprocess.run(
         [*runner_command(), "report", str(path), "--format", "csv"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+        capture_output=True, text=True, timeout=120, env=driver_env(),
+    )  # fmt: skip
     assert report.returncode == 0, report.stderr
     assert report.stdout.startswith("job,mode,axis,backend")

@@ -45,6 +45,7 @@ class TaskTrace:
     end: float
     phases: Mapping[str, float] | None = None  # seconds per phase, for kernels that report them
     device: str | None = None  # the accelerator a GPU kernel ran on
+    attempt: int = 0  # 0: the first run of the task; n: its n-th rerun (engines that say so)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +148,7 @@ class BackendOptions:
     start_method: str | None = None  # local backend: multiprocessing start method
     nodes: int | None = None  # use only k nodes/workers of an existing cluster; None: all of them
     gpu: bool = False  # the job has GPU stages: give each worker a GPU, place tasks on GPUs
+    retries: int = 3  # times a task lost with its worker may be rerun (Dask, Ray: the engine's)
     extra: dict[str, Any] = field(default_factory=dict)  # backend-specific settings (TLS files)
 
 
@@ -179,6 +181,9 @@ class Backend(ABC):
     supports_address: ClassVar[bool] = False
     #: The engine retries tasks lost with a worker on its own (Dask, Ray).
     retries_lost_tasks: ClassVar[bool] = False
+    #: Tasks run in worker processes apart from the driver's, which a fault can kill
+    #: (``--inject-fault kill-worker``); False where killing a task's process kills the driver.
+    worker_processes: ClassVar[bool] = False
 
     def __init__(self, options: BackendOptions) -> None:
         if options.address and not self.supports_address:

@@ -5,10 +5,14 @@ long time on an address where nothing listens (Ray retries its GCS for minutes),
 first open a plain TCP connection here, within ``--connect-timeout``: an address that refuses or
 does not answer becomes a one-line :class:`~cluster_runner.errors.ConnectError` at once, before
 the engine is asked.
+
+:func:`is_loopback` tells, from the address alone (no name lookup, no packet), whether a host
+is this machine's loopback: the backends refuse unprotected connections to any other host.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import time
 from dataclasses import dataclass
@@ -49,6 +53,23 @@ def parse_address(text: str, schemes: tuple[str, ...], example: str) -> Address:
     if not 0 < int(port) < 65536:
         raise UsageError(f"--address {text!r}: port {port} is out of range")
     return Address(scheme, host, int(port))
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` (RFC 6761) and loopback IP literals (127.0.0.0/8, ``::1``).
+
+    Any other name counts as remote: resolving it would ask a name server, and what it
+    resolves to may change.
+    """
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
 
 
 def probe(address: Address, timeout: float, engine: str) -> None:

@@ -3,9 +3,24 @@
 With no address, :meth:`DaskBackend.start` starts an embedded ``LocalCluster`` of ``--workers``
 worker processes with one thread each. Its scheduler, workers and dashboard listen on 127.0.0.1
 only, and each worker starts with the BLAS/OpenMP thread variables set to 1, so that N workers
-use N cores. With ``--address tcp://HOST:PORT`` a ``Client`` connects to a running scheduler
-and nothing is started; :meth:`~DaskBackend.close` then closes the client and leaves the
-cluster as it found it.
+use N cores. With ``--address tcp://HOST:PORT`` (or ``tls://``) a ``Client`` connects to a
+running scheduler and nothing is started; :meth:`~DaskBackend.close` then closes the client and
+leaves the cluster as it found it.
+
+Security. Whoever can open a connection to a Dask scheduler can run any code on its workers.
+``BackendOptions.extra`` may hold ``tls_ca_file``, ``tls_cert`` and ``tls_key`` (PEM files):
+the driver then speaks mutual TLS (``tls://``), to a connected scheduler or within the embedded
+cluster. Plain ``tcp://`` to a scheduler that is not on a loopback address is refused before
+any packet is sent, unless ``extra["insecure"]`` says the user knows (``--insecure``).
+
+Lost workers. A task whose worker dies while running it is rerun by the scheduler, at most
+``distributed.scheduler.allowed-failures`` times; the embedded cluster's scheduler gets
+``BackendOptions.retries`` for that (a connected one keeps its own setting), and one task lost
+more often ends the run with a :class:`~cluster_runner.errors.WorkerLostError`. The tasks rerun
+are counted from the scheduler's ``remove-worker`` events (topic ``all``): those the dead worker
+was running and those whose results it held; :attr:`DaskBackend.last_retried` is the count of
+the last run. The embedded cluster's nannies restart a dead worker, and the backend waits for
+it, so the next run starts with every worker again.
 
 The graph runs natively: each task is one ``client.submit`` whose upstream arguments are
 futures, so intermediate values move from worker to worker and only the sinks reach the driver.
@@ -31,6 +46,7 @@ nannies; a connected cluster's workers are never restarted: the task runs on, an
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -46,6 +62,7 @@ from distributed import Client, Future, LocalCluster, as_completed, get_worker
 from distributed.client import FutureCancelledError
 from distributed.comm import get_address_host
 from distributed.scheduler import KilledWorker
+from distributed.security import Security
 
 from cluster_runner.backends.base import (
     SINGLE_THREAD_ENV,
@@ -56,7 +73,7 @@ from cluster_runner.backends.base import (
     run_task,
     warm_worker,
 )
-from cluster_runner.backends.connect import parse_address, probe
+from cluster_runner.backends.connect import Address, is_loopback, parse_address, probe
 from cluster_runner.devices import WORKER_GPU_ENV, require_gpu
 from cluster_runner.errors import (
     BackendUnavailableError,
@@ -69,6 +86,8 @@ from cluster_runner.errors import (
 )
 from cluster_runner.graph import Task
 
+#: Loggers of the driver process whose tracebacks say no more than the run's one-line error.
+_QUIET_LOGGERS = ("distributed.client", "distributed.scheduler")
 #: How many GPUs the embedded cluster's workers share out (read by :func:`dask_setup`).
 GPUS_ENV = "CLUSTER_RUNNER_GPUS"
 
@@ -99,14 +118,16 @@ class DaskBackend(Backend):
     native_dependencies = True
     supports_address = True
     retries_lost_tasks = True
+    worker_processes = True
 
     def __init__(self, options: BackendOptions) -> None:
         super().__init__(options)
         self.address = (
-            parse_address(options.address, ("tcp", ""), "tcp://HOST:PORT")
+            parse_address(options.address, ("tcp", "tls", ""), "tcp://HOST:PORT or tls://HOST:PORT")
             if options.address
             else None
         )
+        self.security = security_from(options.extra, self.address)
         self.workers = options.workers or os.cpu_count() or 1
         if options.nodes is not None and options.nodes < 1:
             raise UsageError(f"nodes must be at least 1, not {options.nodes}")
@@ -119,17 +140,23 @@ class DaskBackend(Backend):
         self._futures: list[Future] = []  # every future of the run in progress
         self.worker_blas_threads: int | None = None
         self._offered: set[str] = set()  # resources (GPU, ...) that some worker in use offers
-        self._log_level: int | None = None
+        self._log_levels: dict[str, int] = {}  # of the loggers start() quietened
         self.gpus = 0  # GPUs the embedded cluster's workers share out
+        self.last_retried = 0  # tasks the last run had to rerun after losing workers
+        self._lost: list[tuple[str, ...]] = []  # keys in the scheduler's remove-worker events
+        self._subscribed = False  # to the scheduler's events (topic "all")
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
         # The client logs every failed reconnect, with a traceback, when a scheduler goes
         # away; the run's own error says so in one line.
-        client_log = logging.getLogger("distributed.client")
-        self._log_level = client_log.level
-        client_log.setLevel(logging.CRITICAL)
+        # The embedded scheduler logs, with the same lack of need, each task it gives up on
+        # after losing workers, and (as CRITICAL) each message it could not send to a client
+        # that was closing on Ctrl-C.
+        for name in _QUIET_LOGGERS:
+            self._log_levels[name] = logging.getLogger(name).level
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
         # Compile (or load from numba's cache) the kernels once here, so that workers load the
         # cached machine code instead of all compiling it at the same time.
         from cluster_runner.workloads.sieve import base_primes, count_primes_between
@@ -140,6 +167,8 @@ class DaskBackend(Backend):
                 self._start_local()
             else:
                 self._connect()
+            self.client.subscribe_topic("all", self._on_event)
+            self._subscribed = True
             self._choose_workers()
             self._offered = {
                 name for w in self._used(self._worker_table()).values() for name in w["resources"]
@@ -152,6 +181,7 @@ class DaskBackend(Backend):
 
     def _start_local(self) -> None:
         self.gpus = require_gpu().count if self.options.gpu else 0
+        tls = {"protocol": "tls://", "security": self.security} if self.security else {}
         self.cluster = LocalCluster(
             n_workers=self.workers,
             threads_per_worker=1,
@@ -163,8 +193,12 @@ class DaskBackend(Backend):
             env={**SINGLE_THREAD_ENV, GPUS_ENV: str(self.gpus)},
             resources={"GPU": 1} if self.gpus else None,  # each worker may run a GPU task
             preload=[__name__],  # runs dask_setup in each worker
+            **tls,
         )
-        self.client = Client(self.cluster, set_as_default=False)
+        # The scheduler runs in this process: its budget for tasks lost with their workers is
+        # an attribute it reads each time a worker dies.
+        self.cluster.scheduler.allowed_failures = self.options.retries
+        self.client = Client(self.cluster, set_as_default=False, security=self.security)
         self.client.wait_for_workers(self.workers, timeout=120)
 
     def _connect(self) -> None:
@@ -172,16 +206,22 @@ class DaskBackend(Backend):
         timeout = self.options.connect_timeout
         began = time.monotonic()
         probe(self.address, timeout, "Dask")
-        target = f"tcp://{self.address.hostport}"
+        target = f"{'tls' if self.security else 'tcp'}://{self.address.hostport}"
         try:
             self.client = Client(
                 target, timeout=max(1.0, timeout - (time.monotonic() - began)),
-                set_as_default=False,
+                set_as_default=False, security=self.security,
             )  # fmt: skip
         except (OSError, TimeoutError) as exc:
+            tls_hint = (
+                " If it requires TLS, connect to tls://HOST:PORT with --tls-ca-file, --tls-cert"
+                " and --tls-key."
+                if self.security is None
+                else " Do its certificates come from the CA given by --tls-ca-file?"
+            )
             raise ConnectError(
                 f"no Dask scheduler answered at {target} within {timeout:g} s"
-                f" ({_first_line(exc)}); is it a Dask scheduler's address?"
+                f" ({_first_line(exc)}); is it a Dask scheduler's address?{tls_hint}"
             ) from None
         wanted = self.options.nodes or 1
         try:
@@ -217,12 +257,16 @@ class DaskBackend(Backend):
         cluster, self.cluster = self.cluster, None
         self._futures = []
         if client is not None:
+            if self._subscribed and client.status == "running":
+                # Else the scheduler would send this client the news of its own leaving.
+                client.unsubscribe_topic("all")
+            self._subscribed = False
             client.close(timeout=30)
         if cluster is not None:
             cluster.close(timeout=30)
-        if self._log_level is not None:
-            logging.getLogger("distributed.client").setLevel(self._log_level)
-            self._log_level = None
+        for name, level in self._log_levels.items():
+            logging.getLogger(name).setLevel(level)
+        self._log_levels = {}
 
     # --- running tasks ------------------------------------------------------------------------
 
@@ -257,7 +301,8 @@ class DaskBackend(Backend):
     def gather(self, handles: Sequence[Future], timeout: float | None) -> list[TaskOutput]:
         assert self.client is not None, "start() the backend before gathering"
         futures, self._futures = self._futures, []
-        self._token = secrets.token_hex(4)  # the next run's keys
+        token, self._token = self._token, secrets.token_hex(4)  # the next run's keys
+        self.last_retried = 0
         try:
             for future in as_completed(handles, loop=self.client.loop, timeout=timeout):
                 if future.status != "finished":
@@ -273,6 +318,28 @@ class DaskBackend(Backend):
             ) from None
         finally:
             self.client.cancel([f for f in futures if not f.done()])
+            self.last_retried = self._retried(token)
+
+    def _on_event(self, event: tuple[float, Any]) -> None:
+        """Note the keys a worker's death made the scheduler run again (client's event loop)."""
+        _, message = event
+        if not isinstance(message, dict) or message.get("action") != "remove-worker":
+            return
+        if not message.get("expected"):  # a worker retired in order loses no work
+            running = message.get("processing-tasks", ())
+            held = message.get("lost-computed-tasks", ())
+            self._lost.append(tuple(str(key) for key in (*running, *held)))
+
+    def _retried(self, token: str) -> int:
+        """Tasks of the run with ``token`` rerun after their worker died; the events are read."""
+        events, self._lost = self._lost, []
+        count = sum(key.endswith(f"@{token}") for keys in events for key in keys)
+        if count and self.cluster is not None and self.client.status == "running":
+            # The nannies restart the dead workers: let the next run start with all of them.
+            with contextlib.suppress(TimeoutError):  # else the pre-flight of a sweep says so
+                self.client.wait_for_workers(self.workers, timeout=60)
+            self._resolve_chosen()
+        return count
 
     def _abort(self, futures: list[Future]) -> None:
         """Cancel ``futures``; on our own cluster, restart the workers still running one."""
@@ -368,9 +435,16 @@ def _error(future: Future) -> Exception:
     if isinstance(exc, TaskFailedError):
         return TaskFailedError(str(exc))
     if isinstance(exc, KilledWorker):
+        key = str(getattr(exc, "task", key)).rpartition("@")[0] or key  # the task that was lost
+        allowed = getattr(exc, "allowed_failures", None)
+        times = (
+            f"{allowed + 1} time(s), more than --retries {allowed} allows"
+            if allowed is not None
+            else "more often than --retries allows"
+        )
         return WorkerLostError(
-            f"task {key} was lost with the workers that ran it, more often than Dask allows"
-            " (out of memory, or a crash in the task?)"
+            f"task {key} was lost with its worker {times} (on a connected cluster: its"
+            " scheduler's allowed-failures); out of memory, or a crash in the task?"
         )
     return TaskFailedError(f"task {key} failed: {type(exc).__name__}: {_first_line(exc)}")
 
@@ -383,3 +457,52 @@ def _first_line(exc: BaseException) -> str:
 def _sort_key(name: Any) -> list[Any]:
     """Worker names in natural order: ``node-2`` before ``node-10``, ``2`` before ``10``."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(name))]
+
+
+def security_from(extra: dict[str, Any], address: Address | None) -> Security | None:
+    """The TLS settings ``extra`` asks for, checked against ``address``; ``None``: plain TCP.
+
+    Raises a one-line :class:`UsageError` for incomplete or missing TLS files, a ``tls://``
+    address without them (or ``tcp://`` with them), and plain TCP to a scheduler that is not on
+    a loopback address without ``insecure``: all before any packet is sent.
+    """
+    files = {name: extra.get(name) for name in ("tls_ca_file", "tls_cert", "tls_key")}
+    given = {name: str(value) for name, value in files.items() if value}
+    flags = {name: "--" + name.replace("_", "-") for name in files}
+    if given and len(given) < len(files):
+        missing = ", ".join(flags[name] for name in files if name not in given)
+        raise UsageError(f"TLS needs --tls-ca-file, --tls-cert and --tls-key: {missing} missing")
+    for name, path in given.items():
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            raise UsageError(f"{flags[name]} {path}: no such readable file")
+    scheme = address.scheme if address else ""
+    if not given:
+        if scheme == "tls":
+            raise UsageError(
+                f"--address {address} is a TLS address: give --tls-ca-file, --tls-cert and"
+                " --tls-key (PEM files of the cluster's CA and of a certificate it signed)"
+            )
+        if address is not None and not is_loopback(address.host) and not extra.get("insecure"):
+            raise UsageError(
+                f"refusing plain tcp:// to the Dask scheduler at {address.host}, which is not"
+                " on this machine: anyone who can reach it can run code on its workers, and"
+                " the traffic is not encrypted. Use tls://HOST:PORT with --tls-ca-file,"
+                " --tls-cert and --tls-key, or pass --insecure on a network you trust"
+            )
+        return None
+    if scheme == "tcp":
+        raise UsageError(
+            f"--address {address} is plain TCP but TLS files were given: use"
+            f" tls://{address.hostport}"
+        )
+    cert, key = given["tls_cert"], given["tls_key"]
+    return Security(
+        require_encryption=True,
+        tls_ca_file=given["tls_ca_file"],
+        tls_client_cert=cert,
+        tls_client_key=key,
+        tls_scheduler_cert=cert,
+        tls_scheduler_key=key,
+        tls_worker_cert=cert,
+        tls_worker_key=key,
+    )

@@ -63,6 +63,7 @@ def init_worker(counter: Any = None, gpus: int = 0) -> None:
 
     threadpool_limits(limits=1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _release_forkserver()
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -70,8 +71,24 @@ def init_worker(counter: Any = None, gpus: int = 0) -> None:
             os._exit(1)
 
 
+def _release_forkserver() -> None:
+    """Close this worker's copy of the pipe end whose EOF tells the forkserver its driver died.
+
+    CPython hands every forkserver child that end (``forkserver._serve_one``); while a worker
+    holds it, a driver killed by SIGKILL leaves the forkserver waiting, and the worker, whose
+    PDEATHSIG follows the forkserver, alive with it. Workers start no processes of their own.
+    """
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    if getattr(server, "_forkserver_alive_fd", None) is not None:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
+
+
 class LocalBackend(ExecutorBackend):
     name = "local"
+    worker_processes = True
 
     def __init__(self, options: BackendOptions) -> None:
         super().__init__(options)

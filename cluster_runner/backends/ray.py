@@ -21,6 +21,16 @@ unless one is already set up; when connecting, Ray reads the cluster's token fro
 token mode on when it finds one there (Ray itself does so only for ``auto``). Connecting is
 bounded by ``--connect-timeout`` (see :mod:`cluster_runner.backends.ray_connect`).
 
+Lost workers. A task whose worker process dies is rerun by its owner, the driver, at most
+``BackendOptions.retries`` times (Ray's ``max_retries``); one lost more often ends the run with a
+:class:`~cluster_runner.errors.WorkerLostError`. Each task reports the attempt it ran in (Ray's
+own attempt number) in its trace, and :attr:`RayBackend.last_retried` sums them for the run.
+
+Orphans. The instance started here is fate-shared with the driver by Ray itself, except its
+two agent processes, which, when the raylet dies without a SIGTERM, first try for a minute to
+report to a GCS that is gone. A reaper process (:mod:`cluster_runner.backends.reaper`) ends
+them at once if the driver dies without closing the backend (killed by SIGKILL).
+
 Loopback: on Linux, Ray rewrites ``127.0.0.1`` (a node IP, or an address's host) to the
 machine's outward IP, unless its ``ENABLE_RAY_CLUSTER`` flag is off, as it is on macOS (see
 ``ray._private.services.resolve_ip_for_localhost``). The driver turns the flag off, so that
@@ -30,6 +40,7 @@ a cluster that listens on loopback only (such as ``scripts/ray_local_cluster.py`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -61,6 +72,7 @@ from cluster_runner.backends.base import (
 )
 from cluster_runner.backends.connect import parse_address
 from cluster_runner.backends.ray_connect import connect, reread_auth_config, token_auth
+from cluster_runner.backends.reaper import Reaper
 from cluster_runner.devices import require_gpu
 from cluster_runner.errors import (
     BackendUnavailableError,
@@ -92,11 +104,23 @@ def bind(func: Any) -> Any:
     """
 
     def task_body(key: str, *args: Any) -> TaskOutput:
-        return run_task(ray_identity, key, func, *args)
+        return with_attempt(run_task(ray_identity, key, func, *args))
 
     task_body.__name__ = getattr(func, "__name__", "task")
     task_body.__qualname__ = f"run_task[{getattr(func, '__qualname__', task_body.__name__)}]"
     return task_body
+
+
+def with_attempt(output: TaskOutput) -> TaskOutput:
+    """``output`` with its own trace marked with the attempt Ray says this run of it is."""
+    try:
+        attempt = ray._private.worker.global_worker.core_worker.get_current_task_attempt_number()
+    except AttributeError:  # a Ray without it: no retry count
+        return output
+    if not attempt:
+        return output
+    *upstream, own = output.traces
+    return TaskOutput(output.value, (*upstream, dataclasses.replace(own, attempt=attempt)))
 
 
 class RayBackend(Backend):
@@ -104,6 +128,7 @@ class RayBackend(Backend):
     native_dependencies = True
     supports_address = True
     retries_lost_tasks = True
+    worker_processes = True
 
     def __init__(self, options: BackendOptions) -> None:
         super().__init__(options)
@@ -130,6 +155,8 @@ class RayBackend(Backend):
         self._saved_env: dict[str, str | None] = {}  # variables start() set, as they were
         self._saved_flag: bool | None = None
         self._auth_read = False  # start() made Ray re-read its auth settings
+        self.last_retried = 0  # tasks the last run had to rerun after losing workers
+        self._reaper: Reaper | None = None  # ends the instance's processes if the driver dies
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -187,6 +214,7 @@ class RayBackend(Backend):
     def _start_local(self) -> None:
         self.gpus = require_gpu().count if self.options.gpu else 0
         self._auth_read = token_auth(embedded=True, setenv=self._setenv)
+        before = _children()
         context = ray.init(
             address="local",  # never join a cluster found in /tmp/ray or $RAY_ADDRESS
             num_cpus=self.workers,
@@ -199,6 +227,7 @@ class RayBackend(Backend):
             _node_ip_address="127.0.0.1",
         )
         self.dashboard = context.dashboard_url or None
+        self._reaper = Reaper.watch(_children() - before)
 
     def _connect(self) -> None:
         assert self.target is not None
@@ -239,6 +268,9 @@ class RayBackend(Backend):
         self._remotes = {}
         if ray.is_initialized():
             ray.shutdown()
+        if self._reaper is not None:
+            self._reaper.dismiss()  # the instance is down: nothing left for it to end
+            self._reaper = None
         if self._saved_flag is not None:
             ray_constants.ENABLE_RAY_CLUSTER = self._saved_flag
             self._saved_flag = None
@@ -285,7 +317,12 @@ class RayBackend(Backend):
                 raise BackendUnavailableError(
                     f"task {task.key} needs {resource}, which no Ray node in use has"
                 )
-        options: dict[str, Any] = {"num_cpus": resources.pop("CPU", 1), **self._placement()}
+        options: dict[str, Any] = {
+            "num_cpus": resources.pop("CPU", 1),
+            "max_retries": self.options.retries,  # reruns after the worker died
+            "retry_exceptions": False,  # a task that raises fails the run at once
+            **self._placement(),
+        }
         if "GPU" in resources:
             # On the instance started here every worker may run a GPU task, the workers
             # sharing the GPUs out (as the local backend's do): a fraction of a GPU each.
@@ -300,9 +337,12 @@ class RayBackend(Backend):
     def gather(self, handles: Sequence[ray.ObjectRef], timeout: float | None) -> list[TaskOutput]:
         refs, self._refs = self._refs, []
         failed = True
+        self.last_retried = 0
         try:
             outputs = ray.get(list(handles), timeout=timeout)
             failed = False
+            attempts = {t.key: t.attempt for o in outputs for t in o.traces}
+            self.last_retried = sum(attempts.values())
             return outputs
         except GetTimeoutError:
             running = _not_ready(refs)
@@ -313,11 +353,9 @@ class RayBackend(Backend):
                 " (raise --timeout or use more chunks)"
             ) from None
         except RayTaskError as exc:
-            raise _task_error(exc) from None
+            raise _task_error(exc, self.options.retries) from None
         except (WorkerCrashedError, NodeDiedError, ObjectLostError) as exc:
-            raise WorkerLostError(
-                f"a Ray worker or node was lost and its task could not be rerun: {_first_line(exc)}"
-            ) from None
+            raise _worker_lost(exc, self.options.retries) from None
         except TaskCancelledError as exc:
             raise ExecutionError(f"a task was cancelled: {_first_line(exc)}") from None
         except SystemExit:
@@ -381,14 +419,23 @@ class RayBackend(Backend):
         return problems
 
 
-def _task_error(exc: RayTaskError) -> Exception:
+def _task_error(exc: RayTaskError, retries: int) -> Exception:
     cause = getattr(exc, "cause", None)
     if isinstance(cause, TaskFailedError):
         return TaskFailedError(str(cause))
+    if isinstance(cause, (WorkerCrashedError, NodeDiedError, ObjectLostError)):
+        return _worker_lost(cause, retries)  # a task upstream lost its worker once too often
     name = getattr(exc, "function_name", "a task")
     if cause is not None:
         return TaskFailedError(f"{name} failed: {type(cause).__name__}: {_first_line(cause)}")
     return TaskFailedError(f"{name} failed: {_first_line(exc)}")
+
+
+def _worker_lost(exc: BaseException, retries: int) -> WorkerLostError:
+    return WorkerLostError(
+        f"a task was lost with its Ray worker or node more often than --retries {retries}"
+        f" allows (out of memory, or a crash in the task?): {_first_line(exc)}"
+    )
 
 
 def _not_ready(refs: list[ray.ObjectRef]) -> list[ray.ObjectRef]:
@@ -396,6 +443,13 @@ def _not_ready(refs: list[ray.ObjectRef]) -> list[ray.ObjectRef]:
         return []
     _, pending = ray.wait(refs, num_returns=len(refs), timeout=0)
     return pending
+
+
+def _children() -> set[int]:
+    """The pids of the driver's descendants."""
+    import psutil
+
+    return {p.pid for p in psutil.Process().children(recursive=True)}
 
 
 def _alive_nodes() -> list[dict[str, Any]]:

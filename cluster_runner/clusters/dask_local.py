@@ -12,6 +12,10 @@ and the log files go to ``state.json`` in the state folder (:mod:`.processes`).
 workers first, so they leave the scheduler in order, then to the scheduler, then SIGKILL to
 anything still alive after ``grace`` seconds. It never looks for other Dask processes.
 
+With ``tls`` (the PEM files of a CA, and of a certificate it signed and its key, good for
+server and client use) every process speaks mutual TLS only, on ``tls://127.0.0.1:PORT``, and a
+driver needs the same files (``--tls-ca-file``, ``--tls-cert``, ``--tls-key``).
+
 ``runner cluster up|down|status`` and ``scripts/dask_local_cluster.py`` both use these
 functions.
 """
@@ -62,8 +66,11 @@ def start(
     dashboard: bool = False,
     timeout: float = 120.0,
     stop_hint: str = "runner cluster down",
+    tls: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Start a scheduler and ``nodes`` workers on 127.0.0.1; return the state written to disk.
+
+    ``tls`` (``ca_file``, ``cert``, ``key``: PEM paths) makes every process speak TLS only.
 
     ``port`` 0 lets the scheduler pick a free port (read back from its scheduler file), so
     that parallel callers never race for one. Everything started is stopped again if the
@@ -83,12 +90,19 @@ def start(
         "nodes": nodes,
         "processes": [],
         "started": time.time(),
+        "tls": dict(tls) if tls else None,
     }
     # Each process serves HTTP (health, metrics; the dashboard with --dashboard) on
     # --dashboard-address, all interfaces port 8787 unless told: keep it on loopback.
     dashboard_args = ["--dashboard-address", f"{LOOPBACK}:0"]
     if not dashboard:
         dashboard_args.append("--no-dashboard")
+    tls_args = (
+        ["--protocol", "tls", "--tls-ca-file", tls["ca_file"], "--tls-cert", tls["cert"],
+         "--tls-key", tls["key"]]
+        if tls
+        else []
+    )  # fmt: skip
     logs = folder / "logs"
     try:
         launch(
@@ -96,7 +110,7 @@ def start(
             "scheduler",
             [
                 *dask_command(), "scheduler", "--host", LOOPBACK, "--port", str(port),
-                "--scheduler-file", str(scheduler_file), *dashboard_args,
+                "--scheduler-file", str(scheduler_file), *dashboard_args, *tls_args,
             ],
             env,
             logs / "scheduler.log",
@@ -113,7 +127,7 @@ def start(
                     *dask_command(), "worker", state["address"], "--host", LOOPBACK,
                     "--nworkers", "1", "--nthreads", str(threads), "--name", f"node-{i}",
                     "--local-directory", str(folder / f"node-{i}"), "--death-timeout", "60",
-                    *dashboard_args,
+                    *dashboard_args, *tls_args,
                 ],
                 env,
                 logs / f"node-{i}.log",
@@ -161,9 +175,26 @@ def connected_nodes(state: dict[str, Any], timeout: float = 10.0) -> list[str]:
     """The workers the scheduler knows now, as ``NAME ADDRESS``, asked within ``timeout`` s."""
     from distributed import Client
 
-    with Client(state["address"], timeout=timeout, set_as_default=False) as client:
+    with Client(
+        state["address"], timeout=timeout, set_as_default=False, security=security(state)
+    ) as client:
         workers = client.scheduler_info(n_workers=-1)["workers"]
     return sorted(f"{w['name']} {address}" for address, w in workers.items())
+
+
+def security(state: dict[str, Any]) -> Any:
+    """A client's TLS settings for the cluster of ``state``; ``None`` for plain TCP."""
+    tls = state.get("tls")
+    if not tls:
+        return None
+    from distributed.security import Security
+
+    return Security(
+        require_encryption=True,
+        tls_ca_file=tls["ca_file"],
+        tls_client_cert=tls["cert"],
+        tls_client_key=tls["key"],
+    )
 
 
 def driver_env(state: dict[str, Any]) -> dict[str, str]:
@@ -196,7 +227,9 @@ def _wait_for_workers(state: dict[str, Any], nodes: int, timeout: float) -> None
     from distributed import Client
 
     deadline = time.monotonic() + timeout
-    with Client(state["address"], timeout=timeout, set_as_default=False) as client:
+    with Client(
+        state["address"], timeout=timeout, set_as_default=False, security=security(state)
+    ) as client:
         while time.monotonic() < deadline:
             _check_alive(state)
             if len(client.scheduler_info(n_workers=-1)["workers"]) >= nodes:

@@ -22,6 +22,7 @@ import click
 
 from cluster_runner.backends import REGISTRY as BACKENDS
 from cluster_runner.errors import JobSpecError, UsageError
+from cluster_runner.faults import FAULTS
 
 F = Callable[..., Any]
 
@@ -139,7 +140,7 @@ def backend_options(func: F, *, multiple: bool = False) -> F:
         "--address",
         default=None,
         metavar="ADDRESS",
-        help="Connect to an existing cluster: tcp://HOST:PORT (dask),"
+        help="Connect to an existing cluster: tcp://HOST:PORT or tls://HOST:PORT (dask),"
         " auto | HOST:PORT | ray://HOST:PORT (ray).",
     )(func)
     if multiple:
@@ -162,11 +163,19 @@ def backend_options(func: F, *, multiple: bool = False) -> F:
 
 def run_options(func: F) -> F:
     func = click.option(
+        "--inject-fault",
+        "fault",
+        type=click.Choice(FAULTS),
+        default=None,
+        help="Test the recovery: kill one worker process partway through each run's first"
+        " stage (local, dask, ray); the run must still verify.",
+    )(func)
+    func = click.option(
         "--retries",
         type=click.IntRange(min=0),
         default=3,
         show_default=True,
-        help="Tasks a run may rerun after losing workers.",
+        help="Times a task lost with its worker may be rerun (local pool, Dask, Ray).",
     )(func)
     func = click.option(
         "--timeout",
@@ -234,4 +243,40 @@ def _with_profile(func: F) -> F:
         with environment(resolved.env):
             return func(*args, extra=resolved.extra, **kwargs)
 
+    return wrapper  # type: ignore[return-value]
+
+
+#: The ``BackendOptions.extra`` keys of the security options (cluster profiles' ``[tls]`` use them).
+SECURITY_KEYS = ("tls_ca_file", "tls_cert", "tls_key", "insecure")
+
+
+def security_options(func: F) -> F:
+    """``--tls-ca-file``, ``--tls-cert``, ``--tls-key`` and ``--insecure``, passed to the
+    command as one ``security`` mapping of the options given (for ``BackendOptions.extra``)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = {key: kwargs.pop(key) for key in SECURITY_KEYS}
+        security = {key: value for key, value in given.items() if value}
+        return func(*args, security=security, **kwargs)
+
+    tls = click.Path(dir_okay=False)  # checked by the backend, with the address, in one line
+    for flag, key, text in (
+        ("--insecure", "insecure", None),
+        ("--tls-key", "tls_key", "dask: this side's private key (PEM) for mutual TLS."),
+        ("--tls-cert", "tls_cert", "dask: this side's certificate (PEM), signed by the CA."),
+        ("--tls-ca-file", "tls_ca_file", "dask: the CA certificate (PEM) the cluster trusts."),
+    ):
+        if text is None:
+            wrapper = click.option(
+                flag,
+                key,
+                is_flag=True,
+                help="dask: allow plain tcp:// to a scheduler that is not on this machine"
+                " (anyone who can reach it can run code on its workers).",
+            )(wrapper)
+        else:
+            wrapper = click.option(flag, key, type=tls, default=None, metavar="FILE", help=text)(
+                wrapper
+            )
     return wrapper  # type: ignore[return-value]

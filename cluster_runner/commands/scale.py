@@ -12,6 +12,7 @@ from cluster_runner.commands.options import (
     job_options,
     resolve_job,
     run_options,
+    security_options,
 )
 
 
@@ -25,6 +26,7 @@ def _default_workers() -> list[int]:
 @click.command(context_settings={"default_map": {"repeat": 5, "warmup": 1}})
 @job_options
 @lambda func: backend_options(func, multiple=True)
+@security_options
 @click.option(
     "--workers",
     type=IntList(),
@@ -58,6 +60,12 @@ def _default_workers() -> list[int]:
     is_flag=True,
     help="Also time every point with the array stages on GPUs: CPU and GPU series in one report.",
 )
+@click.option(
+    "--keep-going",
+    is_flag=True,
+    help="When a run fails (a timeout, workers lost beyond --retries), record it and go on"
+    " to the next point; without it the sweep stops there, with an error.",
+)
 @run_options
 def scale(
     job_path,
@@ -76,6 +84,9 @@ def scale(
     out_dir,
     timeout,
     retries,
+    fault,
+    keep_going,
+    security,
     extra,
 ) -> int:
     """Time a job at several sizes on one or more backends; exit 0 if every run verified.
@@ -90,16 +101,22 @@ def scale(
       runner scale --job dot --mode weak --workers 1,2,4
       runner scale --job array_means --workers 1,2 --gpu
       runner scale --job primes --backend local --workers 2 --chunks 8,32,128,512
-      runner scale --job primes --backend dask --address tcp://10.0.0.5:8786 --nodes 1,2,4
+      runner scale --job primes --backend dask --address tls://10.0.0.5:8786 --nodes 1,2,4 \\
+        --tls-ca-file ca.pem --tls-cert me.pem --tls-key me.key
       runner scale --job primes --cluster local-ray --nodes 1,2
+      runner scale --job primes --backend local,dask --workers 1,2 --inject-fault kill-worker
     """
+    from cluster_runner.backends import backend_class, create_backend
     from cluster_runner.devices import require_gpu
+    from cluster_runner.faults import check_supported
     from cluster_runner.jobspec import load_job
     from cluster_runner.report import console
     from cluster_runner.results import ResultsWriter, results_path
     from cluster_runner.scaling import plan_sweep
 
     job = load_job(resolve_job(job_path), overrides)
+    for name in backends:
+        check_supported(fault, name, backend_class(name).worker_processes)
     plan = plan_sweep(
         job,
         backends,
@@ -111,8 +128,12 @@ def scale(
         connect_timeout=connect_timeout,
         start_method=start_method,
         gpu=gpu,
-        extra=extra,
+        retries=retries,
+        extra={**extra, **security},  # a --cluster profile's TLS files; --tls-* flags win
     )
+    for step in plan.steps:  # bad options (an address, TLS files) fail now, in one line
+        for engine in step.engines:
+            create_backend(engine.backend, engine.options)  # checks; starts nothing
     if (gpu or job.uses_gpu) and not address:
         require_gpu()  # a clear error now, before anything starts (a cluster checks its own)
     out = console()
@@ -128,7 +149,7 @@ def scale(
         out.print(f"note: {note}")
     out.print(f"results: {path}")
     with ResultsWriter(path) as writer:
-        outcome = _sweep(plan, writer, out, warmup, repeat, timeout, retries)
+        outcome = _sweep(plan, writer, out, warmup, repeat, timeout, retries, fault, keep_going)
     if outcome.records:
         _summary(path, out)
     verdict = "[green]every run verified[/]" if outcome.ok else "[red]not every point verified[/]"
@@ -137,7 +158,7 @@ def scale(
     return 0 if outcome.ok else 1
 
 
-def _sweep(plan, writer, out, warmup, repeat, timeout, retries):
+def _sweep(plan, writer, out, warmup, repeat, timeout, retries, fault=None, keep_going=False):
     """Run the sweep under a progress bar, printing a line per run and per pre-flight."""
     from rich.markup import escape
     from rich.progress import (
@@ -211,6 +232,8 @@ def _sweep(plan, writer, out, warmup, repeat, timeout, retries):
             retries=retries,
             on_record=writer.append,
             observer=Show(),
+            fault=fault,
+            keep_going=keep_going,
         )
 
 

@@ -6,12 +6,19 @@ import statistics
 
 import click
 
-from cluster_runner.commands.options import backend_options, job_options, resolve_job, run_options
+from cluster_runner.commands.options import (
+    backend_options,
+    job_options,
+    resolve_job,
+    run_options,
+    security_options,
+)
 
 
 @click.command()
 @job_options
 @backend_options
+@security_options
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -36,6 +43,8 @@ def submit(
     out_dir,
     timeout,
     retries,
+    fault,
+    security,
     extra,
 ) -> int:
     """Run a job's graph on one backend; exit 0 if every result verified, 1 if not.
@@ -48,16 +57,19 @@ def submit(
       runner submit --job primes --set n=1000000000 --repeat 3
       runner submit --job jobs/dot.toml --backend dask --address tcp://127.0.0.1:8786
       runner submit --job jobs/full.toml --cluster local-dask
+      runner submit --job jobs/full.toml --backend dask --inject-fault kill-worker
       runner submit --job jobs/full.toml --gpu
     """
-    from cluster_runner.backends import BackendOptions, create_backend
+    from cluster_runner.backends import BackendOptions, backend_class, create_backend
     from cluster_runner.devices import require_gpu
+    from cluster_runner.faults import check_supported
     from cluster_runner.jobspec import load_job
     from cluster_runner.report import console, run_line, stage_table
     from cluster_runner.results import ResultsWriter, results_path
     from cluster_runner.run import run_job
 
     job = load_job(resolve_job(job_path), overrides)
+    check_supported(fault, backend, backend_class(backend).worker_processes)
     if gpu:
         job = job.on_gpu()
     if job.uses_gpu and not address:
@@ -68,7 +80,8 @@ def submit(
         connect_timeout=connect_timeout,
         start_method=start_method,
         gpu=job.uses_gpu,
-        extra=extra,  # from --cluster PROFILE: TLS files
+        retries=retries,
+        extra={**extra, **security},  # a --cluster profile's TLS files; --tls-* flags win
     )
     out = console()
     engine = create_backend(backend, options)
@@ -95,6 +108,7 @@ def submit(
                 timeout=timeout,
                 retries=retries,
                 on_record=on_record,
+                fault=fault,
             )
     timed = [r for r in records if not r["warmup"]]
     out.print(stage_table(timed))
