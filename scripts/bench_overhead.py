@@ -190,8 +190,24 @@ def driver_scale(tasks: int, workers: int) -> None:
     with create_backend("local", BackendOptions(workers=workers)) as backend:
         (record,) = run_job(noop_job(tasks), backend)
     assert record["status"] == "verified"
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    print(tasks / record["wall_s"], peak)
+    print(tasks / record["wall_s"], peak_rss())
+
+
+def peak_rss() -> int:
+    """This process's peak resident set size, in bytes.
+
+    Linux's ``VmHWM`` belongs to the process's memory map, which ``exec`` replaces; the
+    ``ru_maxrss`` of ``getrusage`` survives ``exec`` (getrusage(2)), so a driver started from a
+    big parent (this script, after Ray) would report the parent's peak instead of its own.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 def bench_driver_scale(tasks: int, workers: int) -> tuple[float, float]:
