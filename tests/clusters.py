@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.util
+import json
 import os
 import shutil
 import socket
@@ -367,3 +368,32 @@ def make_tls_files(folder: Path, name: str = "node") -> dict[str, str]:
     )
     files["key"].chmod(0o600)
     return {role: str(path) for role, path in files.items()}
+
+
+def submit_cli(*args: str, env=None, cwd: Path, signal_after=None, signum=None):
+    """``runner submit ARGS`` in a subprocess, watched (see :func:`run_watched`)."""
+    from conftest import runner_command
+
+    return run_watched(
+        [*runner_command(), "submit", *args],
+        env=env or driver_env(),
+        cwd=cwd,
+        signal_after=signal_after,
+        signum=signum,
+    )
+
+
+def records_in(folder: Path) -> list[dict]:
+    """Every record of every results file in ``folder``."""
+    return [json.loads(line) for path in sorted(folder.glob("*.jsonl")) for line in path.open()]
+
+
+def assert_same_results(record: dict, reference: dict) -> None:
+    """``record`` verified and gave, stage by stage, the reference's exact result bits."""
+    assert record["status"] == "verified"
+    for stage, ref in zip(record["stages"], reference["stages"], strict=True):
+        assert (stage["name"], stage["digest"], stage["display"]) == (
+            ref["name"],
+            ref["digest"],
+            ref["display"],
+        )

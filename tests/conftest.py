@@ -110,3 +110,24 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def local_reference(tmp_path_factory) -> dict:
+    """``runner submit --job jobs/full.toml --backend local --workers 2``: its record, the bits
+    every other backend must reproduce."""
+    from cluster_runner.workloads import REGISTRY
+
+    from clusters import records_in, submit_cli, survivors
+
+    out = tmp_path_factory.mktemp("local")
+    code, _, stderr, procs = submit_cli(
+        "--job", str(ROOT / "jobs" / "full.toml"), "--backend", "local", "--workers", "2",
+        "--out", str(out), cwd=out,
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert not survivors(procs)
+    (record,) = records_in(out)
+    # every workload that computes something (noop only measures overhead)
+    assert {s["workload"] for s in record["stages"]} == set(REGISTRY) - {"noop"}
+    return record

@@ -8,12 +8,10 @@ cluster's stop.
 
 from __future__ import annotations
 
-import json
 import operator
 import signal
 import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
@@ -23,7 +21,6 @@ from cluster_runner.devices import gpu_info
 from cluster_runner.errors import BackendUnavailableError
 from cluster_runner.execute import execute
 from cluster_runner.graph import Graph
-from cluster_runner.workloads import REGISTRY as WORKLOADS
 
 from backend_conformance import BackendConformance, add, sleep_for
 from clusters import (
@@ -37,7 +34,15 @@ from clusters import (
     run_watched,
     survivors,
 )
-from conftest import runner_command
+from clusters import (
+    assert_same_results as _same_results,
+)
+from clusters import (
+    records_in as _records,
+)
+from clusters import (
+    submit_cli as _submit,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -109,46 +114,6 @@ def test_gpu_job_without_a_gpu_is_refused_in_one_line():
     with pytest.raises(BackendUnavailableError, match="GPU stage"):
         backend.start()
     backend.close()
-
-
-def _submit(*args: str, env=None, cwd: Path, signal_after=None, signum=None):
-    return run_watched(
-        [*runner_command(), "submit", *args],
-        env=env or driver_env(),
-        cwd=cwd,
-        signal_after=signal_after,
-        signum=signum,
-    )
-
-
-def _records(folder: Path) -> list[dict]:
-    return [json.loads(line) for path in sorted(folder.glob("*.jsonl")) for line in path.open()]
-
-
-@pytest.fixture(scope="module")
-def local_reference(tmp_path_factory) -> dict:
-    """``runner submit --job jobs/full.toml --backend local --workers 2``: its record."""
-    out = tmp_path_factory.mktemp("local")
-    code, _stdout, stderr, procs = _submit(
-        "--job", str(FULL_JOB), "--backend", "local", "--workers", "2", "--out", str(out),
-        cwd=out,
-    )  # fmt: skip
-    assert code == 0, stderr
-    assert not survivors(procs)
-    (record,) = _records(out)
-    # every workload that computes something (noop only measures overhead)
-    assert {s["workload"] for s in record["stages"]} == set(WORKLOADS) - {"noop"}
-    return record
-
-
-def _same_results(record: dict, reference: dict) -> None:
-    assert record["status"] == "verified"
-    for stage, ref in zip(record["stages"], reference["stages"], strict=True):
-        assert (stage["name"], stage["digest"], stage["display"]) == (
-            ref["name"],
-            ref["digest"],
-            ref["display"],
-        )
 
 
 def test_full_job_on_embedded_dask_equals_local_bit_for_bit(local_reference, tmp_path):
