@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from cluster_runner.clusters import ray_local
-from cluster_runner.clusters.processes import read_state
+from cluster_runner.clusters.processes import read_state, stop_and_report
 from cluster_runner.clusters.ray_local import driver_env, status, stop
 from cluster_runner.errors import RunnerError
 
@@ -70,13 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"stop: python {sys.argv[0]} stop --dir {args.dir}")
         elif args.command == "stop":
-            if read_state(args.dir.resolve()) is None:
-                print(f"no cluster recorded in {args.dir}")
-                return 0
-            killed = stop(args.dir, grace=args.grace)
-            print(
-                "stopped" + (f" (killed {len(killed)} that did not stop in time)" if killed else "")
-            )
+            print(stop_and_report(stop, args.dir, args.grace))
         else:
             state = status(args.dir)
             if state is None:

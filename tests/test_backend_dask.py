@@ -26,12 +26,10 @@ from backend_conformance import BackendConformance, add, sleep_for
 from clusters import (
     ROOT,
     dask_cluster,
-    driver_env,
     free_port,
     listening_addresses,
     load_script,
     processes_of,
-    run_watched,
     survivors,
 )
 from clusters import (
@@ -199,22 +197,6 @@ def test_unreachable_address_is_one_line_within_the_connect_timeout(tmp_path):
     assert f"127.0.0.1:{port}" in lines[0] and "3 s" in lines[0]
     assert elapsed < 3 + 30  # the timeout, plus the interpreter's start on a busy machine
     assert not survivors(procs)
-
-
-def test_missing_distributed_names_the_extra_to_install(tmp_path):
-    code = (
-        "import sys; sys.modules['distributed'] = None;"
-        "from cluster_runner.cli import main; sys.exit(main(sys.argv[1:]))"
-    )
-    out = run_watched(
-        [sys.executable, "-c", code, "submit", "--job", str(FULL_JOB), "--backend", "dask",
-         "--out", str(tmp_path)],
-        env=driver_env(), cwd=tmp_path,
-    )  # fmt: skip
-    assert out[0] == 2
-    lines = out[2].strip().splitlines()
-    assert len(lines) == 1, out[2]
-    assert "pip install 'cluster-runner[dask]'" in lines[0]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import operator
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -34,7 +33,6 @@ from clusters import (
     processes_of,
     ray_cluster,
     ray_lock,
-    run_watched,
     survivors,
 )
 from clusters import (
@@ -268,19 +266,3 @@ def test_unreachable_address_is_one_line_within_the_connect_timeout(tmp_path):
     assert f"127.0.0.1:{port}" in lines[0]
     assert elapsed < 3 + 30  # the timeout, plus the interpreter's start on a busy machine
     assert not survivors(procs)
-
-
-def test_missing_ray_names_the_extra_to_install(tmp_path):
-    code = (
-        "import sys; sys.modules['ray'] = None;"
-        "from cluster_runner.cli import main; sys.exit(main(sys.argv[1:]))"
-    )
-    out = run_watched(
-        [sys.executable, "-c", code, "submit", "--job", str(FULL_JOB), "--backend", "ray",
-         "--out", str(tmp_path)],
-        env=driver_env(), cwd=tmp_path,
-    )  # fmt: skip
-    assert out[0] == 2
-    lines = out[2].strip().splitlines()
-    assert len(lines) == 1, out[2]
-    assert "pip install 'cluster-runner[ray]'" in lines[0]

@@ -205,3 +205,25 @@ def test_any_job_file_loads_or_raises_job_spec_error(data):
             assert "\n" not in str(exc)
             return
     assert job.stages and job.build_graph().sinks()
+
+
+@pytest.mark.parametrize(("backend", "module"), [("dask", "distributed"), ("ray", "ray")])
+def test_missing_engine_names_the_extra_to_install(backend, module, tmp_path):
+    """A backend whose engine is not installed: one line naming the pip extra, exit 2."""
+    import sys
+
+    from clusters import driver_env, run_watched
+
+    code = (
+        f"import sys; sys.modules[{module!r}] = None;"
+        "from cluster_runner.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    out = run_watched(
+        [sys.executable, "-c", code, "submit", "--job", str(ROOT / "jobs" / "full.toml"),
+         "--backend", backend, "--out", str(tmp_path)],
+        env=driver_env(), cwd=tmp_path,
+    )  # fmt: skip
+    assert out[0] == 2
+    lines = out[2].strip().splitlines()
+    assert len(lines) == 1, out[2]
+    assert f"pip install 'cluster-runner[{backend}]'" in lines[0]

@@ -245,3 +245,11 @@ def environment(changes: Mapping[str, str | None]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def stop_and_report(stop: Any, folder: Path | str, grace: float) -> str:
+    """Run an engine's ``stop(folder, grace)`` and say in one line what it did (the scripts)."""
+    if read_state(Path(folder).resolve()) is None:
+        return f"no cluster recorded in {folder}"
+    killed = stop(folder, grace=grace)
+    return "stopped" + (f" (killed {len(killed)} that did not stop in time)" if killed else "")
