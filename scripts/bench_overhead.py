@@ -16,16 +16,17 @@ Dask client, its Ray instance), interleaved A B A B so that drift on a busy mach
   ray      ``f.remote(lo, hi, base_ref)`` for all, one ``ray.get`` one ``.remote`` a task, one get
   ======== ====================================================== ==========================
 
-It prints, per backend and graph, the median of each (>= 5 runs), the ratio runner/raw, the
-cost per task of the no-op graph, and the issue 7 targets: ratio <= 1.03 on the realistic graph
-for every backend; on the no-op graph <= 30 us a task on the local backend and a ratio <= 1.10
-for Dask and Ray. It also times a 100,000-task no-op graph on the local backend (tasks a second,
-driver peak memory).
+It prints, per backend and graph, the median of each (21 rounds on the primes graph, 7 on the
+no-op graph, by default), the ratio runner/raw (the median of the rounds' ratios, with its
+quartiles), the cost per task of the no-op graph, and the issue 7 targets: ratio <= 1.03 on
+the realistic graph for every backend; on the no-op graph <= 30 us a task on the local backend
+and a ratio <= 1.10 for Dask and Ray. It also times a 100,000-task no-op graph on the local
+backend (tasks a second, driver peak memory).
 
 Usage::
 
     python scripts/bench_overhead.py                          # local,dask,ray; 2 workers
-    python scripts/bench_overhead.py --backends local --repeat 9
+    python scripts/bench_overhead.py --backends local --repeat 31 --noop-repeat 9
     python scripts/bench_overhead.py --n 1e10 --chunks 64 --tasks 10000
 """
 
@@ -149,15 +150,26 @@ def raw_timer(program: Callable[[], int], expected: int) -> Callable[[], float]:
 
 
 def interleave(a: Callable[[], float], b: Callable[[], float], warmup: int, repeat_: int):
-    """A B A B ...: ``warmup`` rounds dropped, then ``repeat_`` timed rounds."""
+    """``warmup`` rounds dropped, then ``repeat_`` timed rounds of one A and one B each.
+
+    Rounds alternate the order (A B, B A, ...), so that neither side always runs right after
+    the other one's clean-up. Returns the two medians and the median of the rounds' ratios
+    A/B with its quartiles: each round's two runs saw the same state of a busy machine, so the
+    ratio of a round is steadier than a ratio of medians.
+    """
     times_a, times_b = [], []
     for i in range(warmup + repeat_):
         gc.collect()
-        ta, tb = a(), b()
+        if i % 2:
+            tb, ta = b(), a()
+        else:
+            ta, tb = a(), b()
         if i >= warmup:
             times_a.append(ta)
             times_b.append(tb)
-    return statistics.median(times_a), statistics.median(times_b)
+    ratios = [ta / tb for ta, tb in zip(times_a, times_b, strict=True)]
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    return statistics.median(times_a), statistics.median(times_b), quartiles
 
 
 def bench_backend(name: str, args) -> list[tuple]:
@@ -173,13 +185,16 @@ def bench_backend(name: str, args) -> list[tuple]:
              args.tasks + 1),
         ]  # fmt: skip
         for graph, job, program, expected, ntasks in cases:
-            runner_t, raw_t = interleave(
-                runner_timer(job, backend), raw_timer(program, expected), args.warmup, args.repeat
+            runner_t, raw_t, (q1, ratio, q3) = interleave(
+                runner_timer(job, backend),
+                raw_timer(program, expected),
+                args.warmup,
+                args.repeat if graph == "primes" else args.noop_repeat,
             )
-            rows.append((name, graph, ntasks, runner_t, raw_t))
+            rows.append((name, graph, ntasks, runner_t, raw_t, ratio, q1, q3))
             print(
                 f"  {name:6} {graph:7} runner {runner_t * 1e3:9.2f} ms   raw {raw_t * 1e3:9.2f} ms"
-                f"   ratio {runner_t / raw_t:5.2f}",
+                f"   ratio {ratio:5.2f} ({q1:.2f}-{q3:.2f})",
                 flush=True,
             )
     return rows
@@ -227,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunks", type=int, default=64)
     parser.add_argument("--tasks", type=int, default=10_000, help="no-op tasks")
     parser.add_argument("--big", type=int, default=100_000, help="tasks of the driver test")
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=21, help="timed rounds, primes graph")
+    parser.add_argument("--noop-repeat", type=int, default=7, help="timed rounds, no-op graph")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--driver-only", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -235,16 +251,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.driver_only:
         driver_scale(args.driver_only, args.workers)
         return 0
-    print(f"runner vs raw, {args.workers} workers, median of {args.repeat} interleaved runs")
+    print(
+        f"runner vs raw, {args.workers} workers, interleaved rounds: {args.repeat} (primes),"
+        f" {args.noop_repeat} (no-op)"
+    )
     rows = []
     for name in args.backends.split(","):
         rows += bench_backend(name.strip(), args)
     print()
     print(f"{'backend':8} {'graph':8} {'tasks':>7} {'runner ms':>10} {'raw ms':>10} "
-          f"{'ratio':>6} {'us/task':>8}  target")  # fmt: skip
+          f"{'ratio':>6} {'quartiles':>10} {'us/task':>8}  target")  # fmt: skip
     ok = True
-    for name, graph, ntasks, runner_t, raw_t in rows:
-        ratio = runner_t / raw_t
+    for name, graph, ntasks, runner_t, raw_t, ratio, q1, q3 in rows:
         per_task = runner_t / ntasks * 1e6
         if graph == "primes":
             target, met = f"ratio <= {REALISTIC_RATIO}", ratio <= REALISTIC_RATIO
@@ -254,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
             target, met = f"ratio <= {NOOP_RATIO}", ratio <= NOOP_RATIO
         ok &= met
         print(f"{name:8} {graph:8} {ntasks:7d} {runner_t * 1e3:10.2f} {raw_t * 1e3:10.2f} "
-              f"{ratio:6.2f} {per_task:8.1f}  {target}: {'met' if met else 'MISSED'}")  # fmt: skip
+              f"{ratio:6.2f} {q1:5.2f}-{q3:4.2f} {per_task:8.1f}"
+              f"  {target}: {'met' if met else 'MISSED'}")  # fmt: skip
     if args.big:
         rate, peak = bench_driver_scale(args.big, args.workers)
         met = rate >= 20_000 and peak <= 500 * 2**20

@@ -51,6 +51,20 @@ def identity(x: int) -> int:
     return x
 
 
+def pack(*values: object) -> tuple:
+    return values
+
+
+def _types(value: object) -> object:
+    """The type tree of a value, for checks that ``==`` would pass ([1] == (1,) is False, but
+    1 == 1.0 and {1: 0} == {1.0: 0} are True)."""
+    if isinstance(value, (list, tuple)):
+        return type(value), [_types(v) for v in value]
+    if isinstance(value, dict):
+        return dict, sorted((repr(_types(k)), repr(_types(v))) for k, v in value.items())
+    return type(value)
+
+
 def kill_my_worker(x: int) -> int:
     """A task that dies with its worker every time, as one that always runs out of memory."""
     os.kill(os.getpid(), signal.SIGKILL)
@@ -103,6 +117,23 @@ class BackendConformance:
         graph.add("d/join", add, left, right, root, stage="d")
         result = execute(graph, backend, timeout=120)
         assert result.values == {"d/join": (5 + 1) + (5 + 2) + 5}
+
+    def test_literal_arguments_shaped_like_task_outputs_reach_the_task_unchanged(self, backend):
+        # A backend wraps each task's value with its trace on the wire; a literal argument of
+        # the same shape (a value and a tuple of tuples) must not be taken for one and unwrapped.
+        # Nor may the wire format change a literal's type (a list for a tuple, a string key for
+        # an integer one).
+        lookalike = (7, (("k", "w", "n", 0.0, 1.0, None, None, 0),))
+        listlike = [7, [["k", "w", "n", 0.0, 1.0, None, None, 0]]]
+        mixed = {1: (2, [3]), "x": b"bytes", (4, 5): {6.5}}
+        graph = Graph()
+        root = graph.add("l/root", identity, 5, stage="l")
+        alone = graph.add("l/alone", pack, lookalike, listlike, mixed, stage="l")
+        graph.add("l/join", pack, lookalike, root, alone, listlike, mixed, (), [], stage="l")
+        result = execute(graph, backend, timeout=120)
+        expected = (lookalike, 5, (lookalike, listlike, mixed), listlike, mixed, (), [])
+        assert result.values == {"l/join": expected}
+        assert _types(result.values["l/join"]) == _types(expected)
 
     def test_task_error_names_the_task(self, backend):
         graph = Graph()

@@ -124,18 +124,28 @@ def _traced(
             values.append(arg.value)
         else:
             values.append(arg)
+    value, start, end, phases, device = call_timed(key, func, values)
+    trace = TaskTrace(key, worker, node, start, end, phases, device)
+    return TaskOutput(value, (*upstream, trace))
+
+
+def call_timed(
+    key: str, func: Callable[..., Any], values: Sequence[Any]
+) -> tuple[Any, float, float, dict[str, float] | None, str | None]:
+    """``func(*values)`` on a worker: ``(value, start, end, phases, device)``.
+
+    The one place a task's function is called, whatever the backend's wire format. A failure
+    is named after the task here, on the worker: engines re-raise the error without our key.
+    """
     start = time.time()
     try:
         value = func(*values)
     except Exception as exc:
-        # Name the task here, on the worker: engines re-raise the error without our key.
         raise TaskFailedError(f"task {key} failed: {type(exc).__name__}: {exc}") from exc
     end = time.time()
-    phases = device = None
     if isinstance(value, Phased):
-        value, phases, device = value.value, dict(value.phases), value.device
-    trace = TaskTrace(key, worker, node, start, end, phases, device)
-    return TaskOutput(value, (*upstream, trace))
+        return value.value, start, end, dict(value.phases), value.device
+    return value, start, end, None, None
 
 
 @dataclass(frozen=True)
