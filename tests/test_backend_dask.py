@@ -107,6 +107,31 @@ class TestDask(BackendConformance):
 
 
 @pytest.mark.skipif(gpu_info().problem is None, reason="this machine has a GPU")
+def test_tasks_needing_a_resource_run_only_on_the_workers_that_offer_it():
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    def worker(**resources):
+        options = {"nthreads": 1, "host": "127.0.0.1", "resources": resources}
+        return {"cls": Nanny, "options": options}
+
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard": False}}
+    specs = {"plain": worker(), "unicorn": worker(unicorn=1)}
+    with SpecCluster(workers=specs, scheduler=scheduler, asynchronous=False) as cluster:
+        options = BackendOptions(address=cluster.scheduler_address, connect_timeout=30)
+        with create_backend("dask", options) as backend:
+            graph = Graph()
+            parts = [
+                graph.add(f"r/task-{i}", sleep_for, 0.05, stage="r", resources=need)
+                for i, need in enumerate([{"unicorn": 1}, {}] * 8)
+            ]
+            graph.add("r/sum", add, *parts, stage="r")
+            result = execute(graph, backend, timeout=120)
+        unicorn = cluster.workers["unicorn"].worker_address
+    where = {t.key: t.worker for t in result.traces}
+    assert {where[f"r/task-{i}"] for i in range(0, 16, 2)} == {unicorn}
+    assert result.values["r/sum"] == pytest.approx(0.05 * 16)
+
+
 def test_gpu_job_without_a_gpu_is_refused_in_one_line():
     backend = create_backend("dask", BackendOptions(workers=1, gpu=True))
     with pytest.raises(BackendUnavailableError, match="GPU stage"):

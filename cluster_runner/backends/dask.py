@@ -22,11 +22,13 @@ was running and those whose results it held; :attr:`DaskBackend.last_retried` is
 the last run. The embedded cluster's nannies restart a dead worker, and the backend waits for
 it, so the next run starts with every worker again.
 
-The graph runs natively: each task is one ``client.submit`` whose upstream arguments are
-futures, so intermediate values move from worker to worker and only the sinks reach the driver.
-Dask hands a new submit of a key that the scheduler still holds the *old* result, so every key
-carries a token that changes after each run (``primes/chunk-000003@5f2a9c01``), and submits
-are ``pure=False``: repeats are computed again, never served from memory.
+The graph runs natively: each task is a Dask task (``dask._task_spec.Task``) whose upstream
+arguments are references to other tasks' keys, so intermediate values move from worker to
+worker and only the sinks reach the driver. The whole graph goes to the scheduler in one
+message (``client.get(graph, keys, sync=False)``, as ``client.map`` sends its tasks), not one
+``client.submit`` a task. Dask would hand a new graph with a key that the scheduler still
+holds the *old* result, so every key carries a token that changes after each run
+(``primes/chunk-000003@5f2a9c01``): repeats are computed again, never served from memory.
 
 ``BackendOptions.nodes = k`` restricts every task to k of the cluster's workers (the first k
 by name), through ``workers=`` with ``allow_other_workers=False``: a sweep can time 1, 2, ...
@@ -58,6 +60,8 @@ from typing import Any
 
 import dask
 import distributed
+from dask._task_spec import Task as DaskTask
+from dask._task_spec import TaskRef
 from distributed import Client, Future, LocalCluster, as_completed, get_worker
 from distributed.client import FutureCancelledError
 from distributed.comm import get_address_host
@@ -138,6 +142,9 @@ class DaskBackend(Backend):
         self._dealt = 0  # tasks with inputs dealt round-robin to the chosen workers so far
         self._token = secrets.token_hex(4)
         self._futures: list[Future] = []  # every future of the run in progress
+        self._graph: dict[str, DaskTask] = {}  # the run's tasks, until gather() sends them
+        self._workers: dict[str, list[str]] = {}  # their worker restrictions (nodes=k)
+        self._resources: dict[str, dict[str, float]] = {}  # their resources (GPU)
         self.worker_blas_threads: int | None = None
         self._offered: set[str] = set()  # resources (GPU, ...) that some worker in use offers
         self._log_levels: dict[str, int] = {}  # of the loggers start() quietened
@@ -256,6 +263,7 @@ class DaskBackend(Backend):
         client, self.client = self.client, None
         cluster, self.cluster = self.cluster, None
         self._futures = []
+        self._discard_graph()
         if client is not None:
             if self._subscribed and client.status == "running":
                 # Else the scheduler would send this client the news of its own leaving.
@@ -270,36 +278,55 @@ class DaskBackend(Backend):
 
     # --- running tasks ------------------------------------------------------------------------
 
-    def submit(self, task: Task, args: Sequence[Any]) -> Future:
+    def submit(self, task: Task, args: Sequence[Any]) -> TaskRef:
+        """Add ``task`` to the run's graph, sent to the scheduler whole by :meth:`gather`."""
         assert self.client is not None, "start() the backend before submitting"
         for resource in task.resources:
             if resource not in self._offered:
+                self._discard_graph()  # the run ends here: none of its tasks is to be sent
                 # Dask would keep such a task waiting for a worker that offers it, forever.
                 raise BackendUnavailableError(
                     f"task {task.key} needs {resource}, which no Dask worker in use offers"
                     f" (start workers with: dask worker ADDRESS --resources '{resource}=1')"
                 )
-        workers = self._allowed
-        if workers and task.dependencies:
-            workers = [workers[self._dealt % len(workers)]]  # see the module docstring
-            self._dealt += 1
-        future = self.client.submit(
-            run_task,
-            dask_identity,
-            task.key,
-            task.func,
-            *args,
-            key=f"{task.key}@{self._token}",
-            pure=False,
-            workers=workers,
-            allow_other_workers=False,
-            resources=dict(task.resources) or None,
-        )
-        self._futures.append(future)
-        return future
+        key = f"{task.key}@{self._token}"
+        self._graph[key] = DaskTask(key, run_task, dask_identity, task.key, task.func, *args)
+        if self._allowed:
+            workers = self._allowed
+            if task.dependencies:
+                workers = [workers[self._dealt % len(workers)]]  # see the module docstring
+                self._dealt += 1
+            self._workers[key] = workers
+        self._resources[key] = dict(task.resources)
+        return TaskRef(key)
 
-    def gather(self, handles: Sequence[Future], timeout: float | None) -> list[TaskOutput]:
+    def _send_graph(self) -> dict[str, Future]:
+        """Send the run's graph to the scheduler in one message; a future for each task.
+
+        One ``update-graph`` for the whole graph, as ``client.map`` sends for its tasks, where
+        a ``client.submit`` a task sends one each: on 5,000 no-op tasks, 8.8 s against 8.0 s.
+        Placement goes with it as annotations, per key (the scheduler calls them with the key).
+        """
+        annotations: dict[str, Any] = {}
+        if self._workers:
+            annotations["workers"] = self._workers.__getitem__
+        if any(self._resources.values()):
+            annotations["resources"] = self._resources.__getitem__
+        graph = self._graph
+        self._discard_graph()
+        keys = list(graph)
+        with dask.annotate(**annotations):
+            futures = self.client.get(graph, keys, sync=False)
+        self._futures = list(futures)
+        return dict(zip(keys, futures, strict=True))
+
+    def _discard_graph(self) -> None:
+        self._graph, self._workers, self._resources = {}, {}, {}
+
+    def gather(self, handles: Sequence[TaskRef], timeout: float | None) -> list[TaskOutput]:
         assert self.client is not None, "start() the backend before gathering"
+        sent = self._send_graph()
+        handles = [sent[handle.key] for handle in handles]
         futures, self._futures = self._futures, []
         token, self._token = self._token, secrets.token_hex(4)  # the next run's keys
         self.last_retried = 0
