@@ -17,7 +17,10 @@ runs :func:`run_task` calls. There are two kinds, told apart by a capability fla
 Every task runs through :func:`run_task`, on whichever worker the engine picks. It unwraps
 upstream :class:`TaskOutput` objects, times the call and records where it ran in a
 :class:`TaskTrace`; traces ride along with the values, so the driver learns where every task of
-a native graph ran by gathering the sinks alone.
+a native graph ran by gathering the sinks alone. The function itself is called, timed and its
+errors named in one place, :func:`call_timed`; a backend whose engine pays for every object
+it serialises (Ray) runs its tasks through its own wrapper around it, with a cheaper wire format
+for the same trace fields, and hands the walk the same :class:`TaskOutput` objects.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ was running and those whose results it held; :attr:`DaskBackend.last_retried` is
 the last run. The embedded cluster's nannies restart a dead worker, and the backend waits for
 it, so the next run starts with every worker again.
 
-The graph runs natively: each task is a Dask task (``dask._task_spec.Task``) whose upstream
+The graph runs natively: each task is a Dask task (``dask.task_spec.Task``) whose upstream
 arguments are references to other tasks' keys, so intermediate values move from worker to
 worker and only the sinks reach the driver. The whole graph goes to the scheduler in one
 message (``client.get(graph, keys, sync=False)``, as ``client.map`` sends its tasks), not one
@@ -60,8 +60,8 @@ from typing import Any
 
 import dask
 import distributed
-from dask._task_spec import Task as DaskTask
-from dask._task_spec import TaskRef
+from dask.task_spec import Task as DaskTask
+from dask.task_spec import TaskRef
 from distributed import Client, Future, LocalCluster, as_completed, get_worker
 from distributed.client import FutureCancelledError
 from distributed.comm import get_address_host
