@@ -30,12 +30,12 @@ message (``client.get(graph, keys, sync=False)``, as ``client.map`` sends its ta
 holds the *old* result, so every key carries a token that changes after each run
 (``primes/chunk-000003@5f2a9c01``): repeats are computed again, never served from memory.
 
-``BackendOptions.nodes = k`` restricts every task to k of the cluster's workers (the first k
-by name), through ``workers=`` with ``allow_other_workers=False``: a sweep can time 1, 2, ...
-workers of one running cluster without restarting it. Restricted tasks are placed where their
-inputs already are (``distributed.scheduler.decide_worker`` picks among the workers holding a
-dependency), and are never treated as root-ish, so the fan-out after one shared input (the
-base primes) would all land on the worker holding that input, stealing moving only a few:
+``BackendOptions.nodes = k`` restricts every task to k of the cluster's workers (the first k by
+name), through a per-key ``workers`` annotation, strict (no other workers): a sweep can time 1,
+2, ... workers of one running cluster without restarting it. Restricted tasks are placed where
+their inputs already are (``distributed.scheduler.decide_worker`` picks among the workers
+holding a dependency), and are never treated as root-ish, so the fan-out after one shared input
+(the base primes) would all land on the worker holding that input, stealing moving only a few:
 measured 60 of 66 chunk tasks on one of two workers. So tasks with inputs are dealt to the
 chosen workers round-robin, one worker each; tasks without inputs keep the whole set, and the
 scheduler balances them by occupancy.
