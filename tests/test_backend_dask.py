@@ -132,6 +132,30 @@ def test_tasks_needing_a_resource_run_only_on_the_workers_that_offer_it():
     assert result.values["r/sum"] == pytest.approx(0.05 * 16)
 
 
+def test_only_the_known_sync_cancel_race_of_distributed_is_kept_out_of_the_log():
+    import functools
+    import logging
+
+    from cluster_runner.backends.dask import _SYNC_CANCEL_RACE
+
+    def record(error: BaseException, callback_name: str) -> logging.LogRecord:
+        def callback() -> None: ...
+
+        callback.__qualname__ = callback_name
+        try:
+            raise error
+        except BaseException:
+            info = sys.exc_info()
+        args = (functools.partial(callback),)
+        return logging.LogRecord("tornado.application", logging.ERROR, __file__, 1,
+                                 "Exception in callback %r", args, info)  # fmt: skip
+
+    race = NameError("cannot access free variable 'future'")
+    assert not _SYNC_CANCEL_RACE.filter(record(race, "sync.<locals>.cancel"))
+    assert _SYNC_CANCEL_RACE.filter(record(race, "Client._handle_report"))
+    assert _SYNC_CANCEL_RACE.filter(record(ValueError("real"), "sync.<locals>.cancel"))
+
+
 def test_gpu_job_without_a_gpu_is_refused_in_one_line():
     backend = create_backend("dask", BackendOptions(workers=1, gpu=True))
     with pytest.raises(BackendUnavailableError, match="GPU stage"):

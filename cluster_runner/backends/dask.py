@@ -92,6 +92,24 @@ from cluster_runner.graph import Task
 
 #: Loggers of the driver process whose tracebacks say no more than the run's one-line error.
 _QUIET_LOGGERS = ("distributed.client", "distributed.scheduler")
+
+
+class _SyncCancelRace(logging.Filter):
+    """Drops one known, harmless error that the client's event loop logs after a Ctrl-C.
+
+    ``distributed.utils.sync`` (2026.8) declares its ``future`` without a value; a Ctrl-C
+    that lands before the coroutine has assigned it makes the ``cancel`` callback raise
+    ``NameError``, which tornado logs with its traceback on ``tornado.application``. The run's
+    own one-line "interrupted" message says all there is to say. Every other record passes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, NameError) and "sync.<locals>.cancel" in record.getMessage())
+
+
+_SYNC_CANCEL_RACE = _SyncCancelRace()
+
 #: How many GPUs the embedded cluster's workers share out (read by :func:`dask_setup`).
 GPUS_ENV = "CLUSTER_RUNNER_GPUS"
 
@@ -164,6 +182,9 @@ class DaskBackend(Backend):
         for name in _QUIET_LOGGERS:
             self._log_levels[name] = logging.getLogger(name).level
             logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+        # Installed once, never removed: the callback may run after close() (addFilter is
+        # idempotent for the same filter).
+        logging.getLogger("tornado.application").addFilter(_SYNC_CANCEL_RACE)
         # Compile (or load from numba's cache) the kernels once here, so that workers load the
         # cached machine code instead of all compiling it at the same time.
         from cluster_runner.workloads.sieve import base_primes, count_primes_between
