@@ -28,7 +28,7 @@ from pathlib import Path
 
 from cluster_runner.clusters import dask_local
 from cluster_runner.clusters.dask_local import driver_env, status, stop
-from cluster_runner.clusters.processes import read_state, stop_and_report
+from cluster_runner.clusters.processes import process_table, read_state, stop_and_report
 from cluster_runner.errors import RunnerError
 
 DEFAULT_DIR = Path(tempfile.gettempdir()) / f"cluster-runner-{os.getuid()}" / "dask"
@@ -102,9 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"no cluster recorded in {args.dir}")
                 return 3
             print(f"dask scheduler at {state['address']}")
-            for entry in state["processes"]:
-                mark = "alive" if entry["alive"] else "gone"
-                print(f"  {entry['role']:<16} pid {entry['pid']:<8} {mark}")
+            print(process_table(state, width=16))
             return 0 if dask_local.healthy(state) else 1
     except RunnerError as exc:
         print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from cluster_runner.clusters import ray_local
-from cluster_runner.clusters.processes import read_state, stop_and_report
+from cluster_runner.clusters.processes import process_table, read_state, stop_and_report
 from cluster_runner.clusters.ray_local import driver_env, status, stop
 from cluster_runner.errors import RunnerError
 
@@ -77,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"no cluster recorded in {args.dir}")
                 return 3
             print(f"ray cluster at {state['address']} (token: {state['token_file']})")
-            for entry in state["processes"]:
-                mark = "alive" if entry["alive"] else "gone"
-                print(f"  {entry['role']:<24} pid {entry['pid']:<8} {mark}")
+            print(process_table(state, width=24))
             # Ray starts and ends worker processes as it needs them: the holder, the GCS and
             # the raylets are what count.
             return 0 if ray_local.healthy(state) else 1

@@ -253,3 +253,11 @@ def stop_and_report(stop: Any, folder: Path | str, grace: float) -> str:
         return f"no cluster recorded in {folder}"
     killed = stop(folder, grace=grace)
     return "stopped" + (f" (killed {len(killed)} that did not stop in time)" if killed else "")
+
+
+def process_table(state: dict[str, Any], width: int) -> str:
+    """A cluster's recorded processes, one line each: role, pid, alive or gone (the scripts)."""
+    return "\n".join(
+        f"  {entry['role']:<{width}} pid {entry['pid']:<8} {'alive' if entry['alive'] else 'gone'}"
+        for entry in state["processes"]
+    )
