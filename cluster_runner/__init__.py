@@ -26,8 +26,8 @@ _EXPORTS = {
     "parse_job": "cluster_runner.jobspec",
     "BackendOptions": "cluster_runner.backends",
     "create_backend": "cluster_runner.backends",
-    "execute": "cluster_runner.execute",
-    "run_job": "cluster_runner.run",
+    "execute": "cluster_runner.execution.walk",
+    "run_job": "cluster_runner.runs.job",
     "read_records": "cluster_runner.results",
     "RunnerError": "cluster_runner.errors",
 }

@@ -25,11 +25,11 @@ import pytest
 
 from cluster_runner.backends import BackendOptions, create_backend
 from cluster_runner.errors import RunTimeoutError, TaskFailedError, WorkerLostError
-from cluster_runner.execute import execute
-from cluster_runner.faults import KILL_WORKER
+from cluster_runner.execution.walk import execute
 from cluster_runner.graph import Graph
 from cluster_runner.jobspec import parse_job
-from cluster_runner.run import run_job
+from cluster_runner.runs.faults import KILL_WORKER
+from cluster_runner.runs.job import run_job
 
 from conftest import SMALL_FULL
 

@@ -99,7 +99,7 @@ def no_leaked_processes():
 
 def pytest_collection_modifyitems(config, items):
     try:
-        from cluster_runner.engines import gpu_status
+        from cluster_runner.backends.installed import gpu_status
 
         has_gpu = "device(s)" in gpu_status().note
     except Exception:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cluster_runner.backends import BackendOptions, create_backend
-from cluster_runner.run import run_job
+from cluster_runner.runs.job import run_job
 
 from backend_conformance import BackendConformance, reference_digests
 

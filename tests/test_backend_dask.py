@@ -19,7 +19,7 @@ import pytest
 from cluster_runner.backends import BackendOptions, create_backend
 from cluster_runner.devices import gpu_info
 from cluster_runner.errors import BackendUnavailableError
-from cluster_runner.execute import execute
+from cluster_runner.execution.walk import execute
 from cluster_runner.graph import Graph
 
 from backend_conformance import BackendConformance, add, sleep_for

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from cluster_runner.backends import BackendOptions, create_backend
-from cluster_runner.batching import SHARES_PER_WORKER, TARGET_BATCH_S, BatchSizer
-from cluster_runner.execute import execute
+from cluster_runner.execution.batching import SHARES_PER_WORKER, TARGET_BATCH_S, BatchSizer
+from cluster_runner.execution.walk import execute
 from cluster_runner.jobspec import parse_job
-from cluster_runner.run import run_job
+from cluster_runner.runs.job import run_job
 
 
 def test_one_task_a_batch_until_task_times_are_known():

@@ -22,10 +22,10 @@ import pytest
 from cluster_runner.backends import BackendOptions, create_backend
 from cluster_runner.cli import main
 from cluster_runner.errors import UsageError
-from cluster_runner.faults import KILL_WORKER
 from cluster_runner.jobspec import parse_job
 from cluster_runner.results import read_records
-from cluster_runner.run import run_job
+from cluster_runner.runs.faults import KILL_WORKER
+from cluster_runner.runs.job import run_job
 
 from clusters import ROOT, driver_env, ray_lock, run_watched, survivors
 from conftest import SMALL_FULL, runner_command

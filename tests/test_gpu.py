@@ -8,11 +8,11 @@ import pytest
 from cluster_runner.backends import BackendOptions, create_backend
 from cluster_runner.cli import main
 from cluster_runner.devices import CPU, array_module, gpu_info
-from cluster_runner.execute import execute
+from cluster_runner.execution.walk import execute
 from cluster_runner.graph import Graph, Phased
 from cluster_runner.jobspec import parse_job
-from cluster_runner.run import run_job
-from cluster_runner.scaling import plan_sweep
+from cluster_runner.runs.job import run_job
+from cluster_runner.sweeps.plan import plan_sweep
 
 from conftest import ROOT, SMALL_FULL
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cluster_runner import metrics
+from cluster_runner.analysis import metrics
 
 
 def amdahl_times(t1: float, f: float, sizes: list[int]) -> list[float]:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import pytest
 
 from cluster_runner.jobspec import parse_job
-from cluster_runner.scaling import plan_sweep, run_sweep
+from cluster_runner.sweeps.loop import run_sweep
+from cluster_runner.sweeps.plan import plan_sweep
 
 import clusters
 

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from cluster_runner.aggregate import aggregate, aggregate_records
+from cluster_runner.analysis.aggregate import aggregate, aggregate_records
+from cluster_runner.analysis.report import conclusions, markdown_report
 from cluster_runner.cli import main
 from cluster_runner.errors import MixedResultsError
-from cluster_runner.report import conclusions, markdown_report
 from cluster_runner.results import RECORD_FORMAT, SCHEMA_VERSION, ResultsWriter
 
 from conftest import ROOT

@@ -14,14 +14,14 @@ from cluster_runner.backends import BackendOptions
 from cluster_runner.errors import JobSpecError, RunTimeoutError, UsageError
 from cluster_runner.jobspec import parse_job
 from cluster_runner.results import ResultsWriter, read_records
-from cluster_runner.scaling import (
+from cluster_runner.sweeps.loop import run_sweep
+from cluster_runner.sweeps.plan import (
     Engine,
     Point,
     Step,
     SweepPlan,
     plan_sweep,
     run_order,
-    run_sweep,
 )
 
 from clusters import driver_env, listening_addresses, ray_lock, survivors

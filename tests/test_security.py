@@ -23,7 +23,7 @@ import pytest
 
 from cluster_runner.backends import BackendOptions, create_backend
 from cluster_runner.jobspec import parse_job
-from cluster_runner.run import run_job
+from cluster_runner.runs.job import run_job
 
 from backend_conformance import reference_digests
 from clusters import (

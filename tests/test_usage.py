@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from cluster_runner.usage import TreeMonitor
+from cluster_runner.runs.monitor import TreeMonitor
 
 MIB = 2**20
 

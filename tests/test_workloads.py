@@ -9,7 +9,7 @@ import pytest
 
 from cluster_runner.backends import BackendOptions, create_backend
 from cluster_runner.jobspec import parse_job
-from cluster_runner.run import run_job
+from cluster_runner.runs.job import run_job
 from cluster_runner.workloads import get_workload
 from cluster_runner.workloads.arrays import dot_chunk, row_means_chunk
 from cluster_runner.workloads.base import split

@@ -7,7 +7,7 @@ runs :func:`run_task` calls. There are two kinds, told apart by a capability fla
 ``native_dependencies = False``
     The engine is a ``concurrent.futures.Executor`` (serial, threads, local process pool).
     :meth:`Backend.submit` gets concrete argument values and returns a ``Future``; the walk in
-    :mod:`cluster_runner.execute` submits each task once its dependencies are done.
+    :mod:`cluster_runner.execution.walk` submits each task once its dependencies are done.
 
 ``native_dependencies = True``
     The engine resolves dependencies itself (Dask futures, Ray ObjectRefs). ``submit`` gets the

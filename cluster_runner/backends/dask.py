@@ -68,6 +68,7 @@ from distributed.comm import get_address_host
 from distributed.scheduler import KilledWorker
 from distributed.security import Security
 
+from cluster_runner.backends.addresses import Address, is_loopback, parse_address, probe
 from cluster_runner.backends.base import (
     SINGLE_THREAD_ENV,
     Backend,
@@ -77,7 +78,6 @@ from cluster_runner.backends.base import (
     run_task,
     warm_worker,
 )
-from cluster_runner.backends.connect import Address, is_loopback, parse_address, probe
 from cluster_runner.devices import WORKER_GPU_ENV, require_gpu
 from cluster_runner.errors import (
     BackendUnavailableError,

@@ -19,7 +19,7 @@ started here gets a token made for this process (``RAY_AUTH_TOKEN``, never writt
 unless one is already set up; when connecting, Ray reads the cluster's token from
 ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``, and the runner turns
 token mode on when it finds one there (Ray itself does so only for ``auto``). Connecting is
-bounded by ``--connect-timeout`` (see :mod:`cluster_runner.backends.ray_connect`).
+bounded by ``--connect-timeout`` (see :mod:`cluster_runner.backends.ray_connection`).
 
 Lost workers. A task whose worker process dies is rerun by its owner, the driver, at most
 ``BackendOptions.retries`` times (Ray's ``max_retries``); one lost more often ends the run with a
@@ -60,6 +60,7 @@ from ray.exceptions import (
     WorkerCrashedError,
 )
 
+from cluster_runner.backends.addresses import parse_address
 from cluster_runner.backends.base import (
     SINGLE_THREAD_ENV,
     Backend,
@@ -70,8 +71,7 @@ from cluster_runner.backends.base import (
     call_timed,
     warm_worker,
 )
-from cluster_runner.backends.connect import parse_address
-from cluster_runner.backends.ray_connect import connect, reread_auth_config, token_auth
+from cluster_runner.backends.ray_connection import connect, reread_auth_config, token_auth
 from cluster_runner.backends.reaper import Reaper
 from cluster_runner.devices import require_gpu
 from cluster_runner.errors import (

@@ -193,7 +193,7 @@ def connected_nodes(state: dict[str, Any], timeout: float = 10.0) -> list[str]:
     from ray._raylet import GcsClient
     from ray.core.generated.gcs_pb2 import GcsNodeInfo
 
-    from cluster_runner.backends.ray_connect import reread_auth_config
+    from cluster_runner.backends.ray_connection import reread_auth_config
 
     changes: dict[str, str | None] = {"RAY_AUTH_TOKEN": None, **driver_env(state)}
     try:

@@ -16,8 +16,8 @@ def backends() -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from cluster_runner.engines import engine_status, gpu_status
-    from cluster_runner.report import console
+    from cluster_runner.backends.installed import engine_status, gpu_status
+    from cluster_runner.console import console
 
     table = Table(title="backends", title_justify="left")
     for column in ("backend", "installed", "version", "notes"):

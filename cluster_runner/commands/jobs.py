@@ -18,9 +18,9 @@ def jobs() -> int:
     from rich.markup import escape
     from rich.table import Table
 
+    from cluster_runner.console import console
     from cluster_runner.errors import RunnerError
     from cluster_runner.jobspec import load_job
-    from cluster_runner.report import console
 
     table = Table(title="jobs", title_justify="left")
     for column in ("name", "file", "stages", "description"):

@@ -22,7 +22,7 @@ import click
 
 from cluster_runner.backends import REGISTRY as BACKENDS
 from cluster_runner.errors import JobSpecError, UsageError
-from cluster_runner.faults import FAULTS
+from cluster_runner.runs.faults import FAULTS
 
 F = Callable[..., Any]
 

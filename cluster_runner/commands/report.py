@@ -36,14 +36,14 @@ def report(results, fmt, plot) -> int:
     """
     import warnings
 
-    from cluster_runner.aggregate import aggregate
-    from cluster_runner.report import (
-        console,
+    from cluster_runner.analysis.aggregate import aggregate
+    from cluster_runner.analysis.report import (
         csv_report,
         json_report,
         markdown_report,
         print_report,
     )
+    from cluster_runner.console import console
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -58,7 +58,7 @@ def report(results, fmt, plot) -> int:
     if plot:
         import sys
 
-        from cluster_runner.plots import plot_experiment
+        from cluster_runner.analysis.plots import plot_experiment
 
         sys.stdout.flush()
         written = plot_experiment(experiment, plot)

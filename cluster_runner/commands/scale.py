@@ -107,12 +107,12 @@ def scale(
       runner scale --job primes --backend local,dask --workers 1,2 --inject-fault kill-worker
     """
     from cluster_runner.backends import backend_class, create_backend
+    from cluster_runner.console import console
     from cluster_runner.devices import require_gpu
-    from cluster_runner.faults import check_supported
     from cluster_runner.jobspec import load_job
-    from cluster_runner.report import console
     from cluster_runner.results import ResultsWriter, results_path
-    from cluster_runner.scaling import plan_sweep
+    from cluster_runner.runs.faults import check_supported
+    from cluster_runner.sweeps.plan import plan_sweep
 
     job = load_job(resolve_job(job_path), overrides)
     for name in backends:
@@ -170,8 +170,8 @@ def _sweep(plan, writer, out, warmup, repeat, timeout, retries, fault=None, keep
         TimeRemainingColumn,
     )
 
-    from cluster_runner.report import NOISY_LOAD
-    from cluster_runner.scaling import SweepObserver, run_sweep
+    from cluster_runner.analysis.report import NOISY_LOAD
+    from cluster_runner.sweeps.loop import SweepObserver, run_sweep
 
     progress = Progress(
         TextColumn("sweep"),
@@ -239,7 +239,7 @@ def _sweep(plan, writer, out, warmup, repeat, timeout, retries, fault=None, keep
 
 def _summary(path, out) -> None:
     """The report of what this sweep wrote, read back from its file."""
-    from cluster_runner.aggregate import aggregate
-    from cluster_runner.report import print_report
+    from cluster_runner.analysis.aggregate import aggregate
+    from cluster_runner.analysis.report import print_report
 
     print_report(aggregate([path]), out)

@@ -61,12 +61,12 @@ def submit(
       runner submit --job jobs/full.toml --gpu
     """
     from cluster_runner.backends import BackendOptions, backend_class, create_backend
+    from cluster_runner.console import console, run_line, stage_table
     from cluster_runner.devices import require_gpu
-    from cluster_runner.faults import check_supported
     from cluster_runner.jobspec import load_job
-    from cluster_runner.report import console, run_line, stage_table
     from cluster_runner.results import ResultsWriter, results_path
-    from cluster_runner.run import run_job
+    from cluster_runner.runs.faults import check_supported
+    from cluster_runner.runs.job import run_job
 
     job = load_job(resolve_job(job_path), overrides)
     check_supported(fault, backend, backend_class(backend).worker_processes)

@@ -26,8 +26,8 @@ from typing import Any
 
 import ray
 
+from cluster_runner.backends.addresses import parse_address, probe
 from cluster_runner.backends.base import SINGLE_THREAD_ENV
-from cluster_runner.backends.connect import parse_address, probe
 from cluster_runner.errors import BackendUnavailableError, ConnectError, RunnerError
 
 #: Seconds (tries, a second apart) Ray waits for a GCS when the driver connects; default 20.

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from cluster_runner.errors import UsageError
 
 if TYPE_CHECKING:
-    from cluster_runner.aggregate import Experiment, Series
+    from cluster_runner.analysis.aggregate import Experiment, Series
 
 
 def plot_experiment(exp: Experiment, path: str | Path) -> Path:

@@ -11,9 +11,9 @@ only, and reads every task's trace from the traces that travelled along with the
 
 *Ready-driven* (serial, threads, local): an executor knows nothing of dependencies, so a task
 becomes ready the moment its last dependency finishes, with the values filled in. Ready tasks
-are sent in batches (:mod:`cluster_runner.batching`: one message per batch, sized from the task
-times measured so far), a few batches per worker at a time. Completions arrive through a queue
-fed by ``Future.add_done_callback``, which costs O(1) per batch, where
+are sent in batches (:mod:`cluster_runner.execution.batching`: one message per batch, sized
+from the task times measured so far), a few batches per worker at a time. Completions arrive
+through a queue fed by ``Future.add_done_callback``, which costs O(1) per batch, where
 ``concurrent.futures.wait`` over all running futures would cost O(running) per completion.
 If the pool breaks because a worker died, the backend replaces it and every task that was in
 flight is submitted again, each at most ``retries`` times; the count of resubmissions is
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cluster_runner.backends.base import Backend, TaskTrace
-from cluster_runner.batching import BatchSizer
 from cluster_runner.errors import RunnerError, RunTimeoutError, TaskFailedError, WorkerLostError
+from cluster_runner.execution.batching import BatchSizer
 from cluster_runner.graph import Graph, Ref
 
 #: Default number of tasks a run may resubmit after losing workers.

@@ -5,8 +5,8 @@ wall time is its own (stages that overlapped would share their time). A stage's 
 from the first submit to the sink's value in the driver: it includes every scheduling and
 transfer cost a user of that backend would pay. Verification happens after the clock stops.
 
-While a stage's graph runs, a :class:`~cluster_runner.usage.TreeMonitor` measures the CPU time
-and peak memory of the driver's process tree (which holds the workers of every backend it
+While a stage's graph runs, a :class:`~cluster_runner.runs.monitor.TreeMonitor` measures the CPU
+time and peak memory of the driver's process tree (which holds the workers of every backend it
 starts): each stage gets its ``usage``, and the record the sum of CPU seconds and the largest
 peak. The monitor's snapshots fall outside the stage clock; verification, which runs in the
 driver after the clock stops, is not in the figures.
@@ -14,7 +14,7 @@ driver after the clock stops, is not in the figures.
 Each run becomes a record (see :mod:`cluster_runner.results`) handed to ``on_record`` the
 moment it ends, so the caller can write it before the next run starts.
 
-With ``fault`` (``--inject-fault``, see :mod:`cluster_runner.faults`) every run's first stage
+With ``fault`` (``--inject-fault``, see :mod:`cluster_runner.runs.faults`) every run's first stage
 loses a worker partway through; the record names the fault, and each stage says how many of its
 tasks were rerun (``retried``). A run whose losses exceed the retry budget is recorded as failed.
 """
@@ -29,11 +29,11 @@ from typing import Any
 
 from cluster_runner.backends.base import Backend, TaskTrace
 from cluster_runner.errors import ExecutionError
-from cluster_runner.execute import DEFAULT_RETRIES, execute
-from cluster_runner.faults import check_supported, inject
+from cluster_runner.execution.walk import DEFAULT_RETRIES, execute
 from cluster_runner.jobspec import JobSpec
 from cluster_runner.results import RECORD_FORMAT, SCHEMA_VERSION, environment, new_id, now
-from cluster_runner.usage import TreeMonitor
+from cluster_runner.runs.faults import check_supported, inject
+from cluster_runner.runs.monitor import TreeMonitor
 from cluster_runner.workloads import get_workload
 
 

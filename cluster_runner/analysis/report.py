@@ -1,82 +1,28 @@
-"""What the user sees: a line per run, the per-stage table, and scaling reports.
+"""Scaling reports: tables and conclusions in words, in every output format.
 
-``runner submit`` prints :func:`run_line` and :func:`stage_table`. ``runner report`` (and the
-summary at the end of ``runner scale``) renders an :class:`~cluster_runner.aggregate.Experiment`
-in one of :data:`FORMATS`, and says in words what the figures show (:func:`conclusions`). The
-plot lives in :mod:`cluster_runner.plots`, so that matplotlib is imported only for a plot.
+``runner report`` (and the summary at the end of ``runner scale``) renders an
+:class:`~cluster_runner.analysis.aggregate.Experiment` in one of :data:`FORMATS`, and says in
+words what the figures show (:func:`conclusions`). The plot lives in
+:mod:`cluster_runner.analysis.plots`, so that matplotlib is imported only for a plot; what
+``runner submit`` prints lives in :mod:`cluster_runner.console`.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cluster_runner.console import number_text as _num
+from cluster_runner.console import range_text as _range
+
 if TYPE_CHECKING:
-    from cluster_runner.aggregate import Experiment, PointStats, Series
-
-
-def console(stderr: bool = False) -> Console:
-    """The console every command prints through: plain text, 120 columns, when not a terminal."""
-    probe = Console(stderr=stderr)
-    width = None if probe.is_terminal else 120
-    return Console(stderr=stderr, highlight=False, width=width)
-
-
-def run_line(record: dict[str, Any], total: int) -> str:
-    """One line for a finished run: its number, status and wall time."""
-    mark = {
-        "verified": "[green]verified[/]",
-        "unverified": "[red]NOT verified[/]",
-        "failed": "[red]failed[/]",
-    }.get(record["status"], record["status"])
-    label = "warm-up" if record["warmup"] else "run"
-    stages = ", ".join(f"{s['name']} {s['wall_s']:.3f} s" for s in record["stages"])
-    retried = sum(s.get("retried", 0) for s in record["stages"])
-    again = f", {retried} task(s) retried" if retried else ""
-    return (
-        f"{label} {record['repeat'] + 1}/{total}: {mark} in {record['wall_s']:.3f} s"
-        f" ({stages}{again})"
-    )
-
-
-def stage_table(records: list[dict[str, Any]]) -> Table:
-    """Per stage over the given runs: tasks, wall time (median, range), result, verified, spread."""
-    table = Table(title="stages", title_justify="left")
-    for column, justify in (
-        ("stage", "left"),
-        ("tasks", "right"),
-        ("wall s (median)", "right"),
-        ("min-max s", "right"),
-        ("result", "left"),
-        ("verified", "left"),
-        ("workers used", "right"),
-    ):
-        table.add_column(column, justify=justify)
-    if not records:
-        return table
-    workers = records[0]["backend"]["workers"]
-    for i, stage in enumerate(records[0]["stages"]):
-        runs = [r["stages"][i] for r in records if len(r["stages"]) > i]
-        walls = [s["wall_s"] for s in runs]
-        ok = all(s["verified"] for s in runs)
-        used = max(len(s["workers_used"]) for s in runs)
-        table.add_row(
-            stage["name"],
-            str(stage["tasks"]),
-            f"{statistics.median(walls):.3f}",
-            f"{min(walls):.3f}-{max(walls):.3f}",
-            escape(stage["display"]),
-            "[green]yes[/]" if ok else f"[red]NO[/] ({escape(stage['verification'])})",
-            f"{used}/{workers}",
-        )
-    return table
+    from cluster_runner.analysis.aggregate import Experiment, PointStats, Series
 
 
 # --- Scaling reports (``runner report``, and the summary ``runner scale`` ends with) ----------
@@ -86,17 +32,6 @@ FORMATS = ("table", "markdown", "csv", "json")
 _AXIS_WORDS = {"workers": "workers", "nodes": "nodes", "chunks": "chunks"}
 #: Percent of the CPUs that other processes may use before a report warns of noisy times.
 NOISY_LOAD = 20.0
-
-
-def _num(value: float | None, spec: str, scale: float = 1.0, none: str = "-") -> str:
-    return none if value is None else format(value * scale, spec)
-
-
-def _range(bounds: tuple[float | None, float | None] | None, spec: str) -> str:
-    if not bounds or bounds[0] is None or bounds[1] is None:
-        return "-"
-    low, high = format(bounds[0], spec), format(bounds[1], spec)
-    return low if low == high else f"{low}-{high}"
 
 
 Column = tuple[str, Callable[["PointStats"], str]]
@@ -290,7 +225,7 @@ def _at_size(series: Series, size: int) -> PointStats:
 
 def _fastest_line(exp: Experiment, word: str) -> list[str]:
     """Which backend is fastest at the largest size two of them share, and is it real."""
-    from cluster_runner.metrics import interval_excludes, ratio_ci
+    from cluster_runner.analysis.metrics import interval_excludes, ratio_ci
 
     if len(exp.series) < 2:
         return []
@@ -314,7 +249,7 @@ def _fastest_line(exp: Experiment, word: str) -> list[str]:
 
 
 def _granularity_lines(exp: Experiment) -> list[str]:
-    from cluster_runner.metrics import first_above
+    from cluster_runner.analysis.metrics import first_above
 
     lines = []
     for s in exp.series:

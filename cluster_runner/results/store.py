@@ -14,10 +14,10 @@ Schema history (bump :data:`SCHEMA_VERSION` on any change a reader must know abo
    - ``usage`` (per stage and per run): ``cpu_s``, CPU seconds of the driver's process tree
      while the stage ran; ``peak_rss_bytes``, its largest sampled resident memory;
      ``processes``; ``scope``, which says whether remote workers were outside the figures
-     (see :mod:`cluster_runner.usage`).
+     (see :mod:`cluster_runner.runs.monitor`).
    - ``status`` may be ``skipped``: a sweep point whose pre-flight found missing or busy
      workers, not timed; ``error`` says why, ``stages`` is empty, ``wall_s`` is null.
-   - ``labels`` of a ``runner scale`` sweep (see :mod:`cluster_runner.scaling`): ``mode``,
+   - ``labels`` of a ``runner scale`` sweep (see :mod:`cluster_runner.sweeps.plan`): ``mode``,
      ``axis``, ``size``, ``workers``, ``nodes``, ``chunks``, ``factor``, ``base_digest`` (of
      the job before weak scaling or chunk overrides: what makes runs comparable), ``round``
      (null for warm-ups), ``point`` and ``other_load`` (percent of the CPUs that processes
@@ -55,56 +55,8 @@ SCHEMA_VERSION = 1
 #: Every record carries this, so a reader can tell our files from any other JSON Lines file.
 RECORD_FORMAT = "cluster-runner/run"
 
-_PACKAGES = ("numpy", "numba", "click", "dask", "distributed", "ray", "cupy", "psutil")
 
 
-@functools.cache
-def environment() -> dict[str, Any]:
-    """Where the driver runs: Python, packages, CPU, memory, host (computed once a process)."""
-    import psutil
-    from threadpoolctl import threadpool_info
-
-    versions = {}
-    for package in _PACKAGES:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "gil_enabled": getattr(sys, "_is_gil_enabled", lambda: True)(),
-        "platform": platform.platform(),
-        "packages": versions,
-        "cpu_model": cpu_model(),
-        "cpu_logical": psutil.cpu_count(logical=True),
-        "cpu_physical": psutil.cpu_count(logical=False),
-        "cpu_affinity": len(psutil.Process().cpu_affinity() or [])
-        if hasattr(psutil.Process, "cpu_affinity")
-        else None,
-        "memory_bytes": psutil.virtual_memory().total,
-        "hostname": socket.gethostname(),
-        "blas": [
-            {
-                "api": lib.get("internal_api"),
-                "threads": lib.get("num_threads"),
-                "version": lib.get("version"),
-            }
-            for lib in threadpool_info()
-        ],
-    }
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name, from /proc/cpuinfo where there is one."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def new_id() -> str:

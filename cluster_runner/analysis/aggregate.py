@@ -14,7 +14,7 @@ and skipped runs are counted and explained. Records written by ``runner submit``
 labels) read as a strong sweep over workers, so a few submits at different ``--workers`` can be
 reported as well.
 
-Every number is computed by :mod:`cluster_runner.metrics`; this module only chooses inputs.
+Every number is computed by :mod:`cluster_runner.analysis.metrics`; this module only chooses inputs.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cluster_runner import metrics
+from cluster_runner.analysis import metrics
 from cluster_runner.errors import MixedResultsError, ResultsFileError
 from cluster_runner.results import read_records, results_files
 
