@@ -61,7 +61,58 @@ class ExecutionError(RunnerError):
 
 
 class TaskFailedError(ExecutionError):
-    """A task raised an exception (or its worker was lost more often than retries allow)."""
+    """A task raised an exception on a worker.
+
+    Like ``concurrent.futures`` (which re-raises a worker's exception with a
+    ``_RemoteTraceback`` as its cause), the error keeps what the worker knew:
+    :attr:`key` is the task that raised, :attr:`remote_traceback` the worker's formatted
+    traceback. It survives pickling, so every engine (a process pool's pipe, Dask's and Ray's
+    serialisers) hands the driver the same object the worker raised. The CLI prints the message
+    as one line, and the traceback too with ``--traceback`` (or ``RUNNER_TRACEBACK=1``); a
+    failed run's record keeps it under ``error_traceback``.
+    """
+
+    def __init__(
+        self, message: str, *, key: str | None = None, remote_traceback: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.remote_traceback = remote_traceback
+
+    @classmethod
+    def from_exception(cls, key: str, exc: BaseException) -> TaskFailedError:
+        """The error for task ``key`` that raised ``exc``, with the traceback formatted here.
+
+        Call it on the worker, inside the ``except`` block, where the traceback still exists.
+        """
+        import traceback
+
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        first = (str(exc).strip().splitlines() or [""])[0]
+        detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        return cls(f"task {key} failed: {detail}", key=key, remote_traceback=text)
+
+    def __reduce__(self):  # keyword-only fields must survive pickling (engines pickle errors)
+        return _rebuild_task_failed, (str(self), self.key, self.remote_traceback)
+
+
+def _rebuild_task_failed(
+    message: str, key: str | None, remote_traceback: str | None
+) -> TaskFailedError:
+    return TaskFailedError(message, key=key, remote_traceback=remote_traceback)
+
+
+def traceback_of(exc: BaseException) -> str | None:
+    """The worker traceback an error carries, if it (or an error it was raised from) has one."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = getattr(current, "remote_traceback", None)
+        if text:
+            return text
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class RunTimeoutError(ExecutionError):
