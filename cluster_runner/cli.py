@@ -8,7 +8,10 @@ pattern from click's documentation). Every option can also come from the environ
 :func:`main` is where errors become exit codes: a :class:`~cluster_runner.errors.RunnerError`
 or a click usage error is printed as one line on stderr (``runner: error: ...``) with its exit
 code (2 for bad input, 1 for a run that failed), Ctrl-C exits 130 and SIGTERM 143. No
-traceback reaches the user for anything they can fix.
+traceback of the runner reaches the user for anything they can fix. A task that raised is a bug
+in a workload, though, and its author needs the worker's traceback: ``runner --traceback`` (or
+``RUNNER_TRACEBACK=1``) prints it after the one line. The default stays one line, so that
+scripts and logs that parse it keep working.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from __future__ import annotations
 import importlib
 import signal
 import sys
+from contextvars import ContextVar
 from typing import Any
 
 import click
 
 from cluster_runner import __version__
-from cluster_runner.errors import RunnerError
+from cluster_runner.errors import RunnerError, traceback_of
 
 #: Subcommand name -> "module:attribute" of its click command.
 COMMANDS = {
@@ -51,8 +55,27 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
+#: Whether ``--traceback`` was given: set while the group's options are parsed, read by
+#: :func:`main` once an error has unwound every click context.
+_SHOW_TRACEBACK: ContextVar[bool] = ContextVar("runner_show_traceback", default=False)
+
+
+def _remember_traceback(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    _SHOW_TRACEBACK.set(bool(value))
+    return value
+
+
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cluster-runner")
+@click.option(
+    "--traceback",
+    is_flag=True,
+    envvar="RUNNER_TRACEBACK",
+    expose_value=False,
+    callback=_remember_traceback,
+    help="When a task raises, print the worker's traceback after the one-line error"
+    " (also RUNNER_TRACEBACK=1).",
+)
 def cli() -> None:
     """Run a verified workload graph on local, Dask or Ray backends and measure how it scales.
 
@@ -70,15 +93,28 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(143)
 
 
+def _echo_traceback(exc: RunnerError) -> None:
+    """The worker's traceback the error carries (``--traceback``), after its one line."""
+    text = traceback_of(exc)
+    if text is None:
+        click.echo("runner: no worker traceback: the error did not come from a task", err=True)
+        return
+    click.echo("runner: the task's traceback, as its worker formatted it:", err=True)
+    click.echo(text.rstrip("\n"), err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the CLI and turn every failure into one line and an exit code."""
     signal.signal(signal.SIGTERM, _on_sigterm)
+    token = _SHOW_TRACEBACK.set(False)
     try:
         code = cli.main(
             args=argv, prog_name="runner", standalone_mode=False, auto_envvar_prefix="RUNNER"
         )
     except RunnerError as exc:
         click.echo(f"runner: error: {_one_line(str(exc))}", err=True)
+        if _SHOW_TRACEBACK.get():
+            _echo_traceback(exc)
         code = exc.exit_code
     except click.ClickException as exc:
         hint = ""
@@ -95,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         click.echo("runner: terminated; finished runs are in the results file", err=True)
         code = 143
+    finally:
+        _SHOW_TRACEBACK.reset(token)
     if not isinstance(code, int):
         code = 0
     if argv is None:

@@ -5,14 +5,14 @@ the per-stage table.
 from __future__ import annotations
 
 import statistics
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    pass
+    from cluster_runner.results import RunRecord
 
 
 def console(stderr: bool = False) -> Console:
@@ -22,24 +22,21 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, width=width)
 
 
-def run_line(record: dict[str, Any], total: int) -> str:
+def run_line(record: RunRecord, total: int) -> str:
     """One line for a finished run: its number, status and wall time."""
     mark = {
         "verified": "[green]verified[/]",
         "unverified": "[red]NOT verified[/]",
         "failed": "[red]failed[/]",
-    }.get(record["status"], record["status"])
-    label = "warm-up" if record["warmup"] else "run"
-    stages = ", ".join(f"{s['name']} {s['wall_s']:.3f} s" for s in record["stages"])
-    retried = sum(s.get("retried", 0) for s in record["stages"])
+    }.get(record.status, record.status)
+    label = "warm-up" if record.warmup else "run"
+    stages = ", ".join(f"{s.name} {s.wall_s:.3f} s" for s in record.stages)
+    retried = sum(s.retried for s in record.stages)
     again = f", {retried} task(s) retried" if retried else ""
-    return (
-        f"{label} {record['repeat'] + 1}/{total}: {mark} in {record['wall_s']:.3f} s"
-        f" ({stages}{again})"
-    )
+    return f"{label} {record.repeat + 1}/{total}: {mark} in {record.wall_s:.3f} s ({stages}{again})"
 
 
-def stage_table(records: list[dict[str, Any]]) -> Table:
+def stage_table(records: list[RunRecord]) -> Table:
     """Per stage over the given runs: tasks, wall time (median, range), result, verified, spread."""
     table = Table(title="stages", title_justify="left")
     for column, justify in (
@@ -54,19 +51,19 @@ def stage_table(records: list[dict[str, Any]]) -> Table:
         table.add_column(column, justify=justify)
     if not records:
         return table
-    workers = records[0]["backend"]["workers"]
-    for i, stage in enumerate(records[0]["stages"]):
-        runs = [r["stages"][i] for r in records if len(r["stages"]) > i]
-        walls = [s["wall_s"] for s in runs]
-        ok = all(s["verified"] for s in runs)
-        used = max(len(s["workers_used"]) for s in runs)
+    workers = records[0].backend.workers
+    for i, stage in enumerate(records[0].stages):
+        runs = [r.stages[i] for r in records if len(r.stages) > i]
+        walls = [s.wall_s for s in runs]
+        ok = all(s.result.verified for s in runs)
+        used = max(len(s.placement.workers_used) for s in runs)
         table.add_row(
-            stage["name"],
-            str(stage["tasks"]),
+            stage.name,
+            str(stage.tasks),
             f"{statistics.median(walls):.3f}",
             f"{min(walls):.3f}-{max(walls):.3f}",
-            escape(stage["display"]),
-            "[green]yes[/]" if ok else f"[red]NO[/] ({escape(stage['verification'])})",
+            escape(stage.result.display),
+            "[green]yes[/]" if ok else f"[red]NO[/] ({escape(stage.result.verification)})",
             f"{used}/{workers}",
         )
     return table

@@ -15,29 +15,36 @@ the size parameter that grows with the worker count in weak scaling (default: th
 Any parameter can be overridden from the command line with ``--set KEY=VALUE`` (every stage that
 has KEY) or ``--set STAGE.KEY=VALUE`` (one stage). Every fault in a file or an override becomes a
 one-line :class:`~cluster_runner.errors.JobSpecError` that names the file, the stage and the key.
+
+The file's shape is declared as pydantic models here (``_JobFile``, ``_StageKeys``), the
+parameters by each workload (:meth:`~cluster_runner.workloads.base.Workload.params_model`); both
+are checked by :func:`cluster_runner.validation.validate`. What a schema cannot say (unique stage
+names, a weak parameter that is a size, no more chunks than items) is checked here and by the
+workloads.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from cluster_runner.errors import JobSpecError
 from cluster_runner.graph import Graph
+from cluster_runner.validation import STRICT_CONFIG, validate
 from cluster_runner.workloads import REGISTRY, get_workload
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-_JOB_KEYS = {"name", "description", "stage"}
-_STAGE_KEYS = {"workload", "name", "weak"}
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,12 @@ class JobSpec:
             stages.append(_stage(s.workload, s.name, s.weak, params, f"weak x{factor} ({s.name})"))
         return replace(self, stages=tuple(stages))
 
+    def warm_ups(self) -> tuple[Callable[[], object], ...]:
+        """The warm-up hooks of the job's workloads, each once, in stage order: what a backend
+        runs in the driver and on each worker at start-up (``BackendOptions.warm_up``)."""
+        hooks = (hook for s in self.stages for hook in get_workload(s.workload).warm_up)
+        return tuple(dict.fromkeys(hooks))
+
 
 def load_job(path: str | Path, overrides: Iterable[str] = ()) -> JobSpec:
     """Read, validate and override a job file; raise :class:`JobSpecError` on any fault."""
@@ -157,48 +170,78 @@ def parse_job(text: str, name: str = "job", where: str = "job") -> JobSpec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise JobSpecError(f"{where}: not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - _JOB_KEYS)
-    if unknown:
-        raise JobSpecError(
-            f"{where}: unknown key {unknown[0]!r} (allowed: name, description, [[stage]])"
-        )
-    name = data.get("name", name)
-    description = data.get("description", "")
-    if not isinstance(name, str) or not name:
-        raise JobSpecError(f"{where}: name must be a non-empty string")
-    if not isinstance(description, str):
-        raise JobSpecError(f"{where}: description must be a string")
-    raw_stages = data.get("stage")
-    if not isinstance(raw_stages, list) or not raw_stages:
-        raise JobSpecError(
-            f'{where}: no [[stage]] tables; add one with workload = "primes"'
-            f" (workloads: {', '.join(REGISTRY)})"
-        )
+    job = validate(_JobFile, data, where=where, error=JobSpecError, describe=_describe_job)
     stages: list[StageSpec] = []
-    for number, raw in enumerate(raw_stages, start=1):
-        if not isinstance(raw, dict):
-            raise JobSpecError(f"{where}: stage {number} must be a table ([[stage]])")
-        workload = raw.get("workload")
-        if not isinstance(workload, str):
-            raise JobSpecError(
-                f"{where}: stage {number} needs workload = one of {', '.join(REGISTRY)}"
-            )
-        stage_name = raw.get("name", workload)
-        weak = raw.get("weak", "")
-        if not isinstance(stage_name, str) or not stage_name.isidentifier():
-            raise JobSpecError(
-                f"{where}: stage {number}: name must be a word such as"
-                f" {workload!r}, got {stage_name!r}"
-            )
+    for number, raw in enumerate(job.stage, start=1):
+        keys = validate(
+            _StageKeys,
+            raw,
+            where=where,
+            error=JobSpecError,
+            describe=functools.partial(_describe_stage, number, raw),
+        )
+        stage_name = keys.name or keys.workload
         if any(s.name == stage_name for s in stages):
             raise JobSpecError(
                 f"{where}: two stages are named {stage_name!r}; give one a different name = ..."
             )
-        if not isinstance(weak, str):
-            raise JobSpecError(f"{where}: stage {stage_name!r}: weak must be a parameter name")
-        params = {k: v for k, v in raw.items() if k not in _STAGE_KEYS}
-        stages.append(_stage(workload, stage_name, weak, params, f"{where}: stage {stage_name!r}"))
-    return JobSpec(name=name, description=description, stages=tuple(stages))
+        params = keys.model_extra or {}
+        stages.append(
+            _stage(keys.workload, stage_name, keys.weak, params, f"{where}: stage {stage_name!r}")
+        )
+    return JobSpec(name=job.name or name, description=job.description, stages=tuple(stages))
+
+
+def _stage_name(value: Any) -> Any:
+    if not isinstance(value, str) or not value.isidentifier():
+        raise ValueError("must be a word")
+    return value
+
+
+class _JobFile(BaseModel):
+    """A job file's top level: ``name``, ``description`` and the ``[[stage]]`` tables."""
+
+    model_config = STRICT_CONFIG
+    name: str | None = Field(None, min_length=1)
+    description: str = ""
+    stage: list[dict[str, Any]] = Field(min_length=1)
+
+
+class _StageKeys(BaseModel):
+    """A stage's own keys; every other key of its table is a parameter of its workload."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    workload: str
+    name: Annotated[str, BeforeValidator(_stage_name)] | None = None
+    weak: str = ""
+
+
+def _describe_job(detail: Any) -> str:
+    """A job file's error in the words the runner has always used."""
+    loc = detail["loc"]
+    if detail["type"] == "extra_forbidden":
+        return f"unknown key {loc[0]!r} (allowed: name, description, [[stage]])"
+    if loc[0] == "stage" and len(loc) > 1:
+        return f"stage {loc[1] + 1} must be a table ([[stage]])"
+    if loc[0] == "stage":
+        return (
+            f'no [[stage]] tables; add one with workload = "primes"'
+            f" (workloads: {', '.join(REGISTRY)})"
+        )
+    if loc[0] == "name":
+        return "name must be a non-empty string"
+    return "description must be a string"
+
+
+def _describe_stage(number: int, raw: Mapping[str, Any], detail: Any) -> str:
+    """A stage's error in the words the runner has always used, naming the stage."""
+    field = detail["loc"][0]
+    if field == "workload":
+        return f"stage {number} needs workload = one of {', '.join(REGISTRY)}"
+    workload = raw.get("workload")
+    if field == "name":
+        return f"stage {number}: name must be a word such as {workload!r}, got {raw['name']!r}"
+    return f"stage {raw.get('name', workload)!r}: weak must be a parameter name"
 
 
 def _stage(workload: str, name: str, weak: str, params: Mapping[str, Any], where: str) -> StageSpec:

@@ -13,13 +13,22 @@ The fixture yields a *started* backend with at least two workers; the suite runs
 and compares every result, bit for bit, with the serial reference. On a backend with worker
 processes it also kills workers mid-graph (``--inject-fault kill-worker``, and a task that kills
 every worker it runs on) and checks the recovery, and the error once the retries run out.
+
+Spreading is proved with a barrier, not with sleeps: each task of :func:`meet` registers its
+worker (a file created with ``O_EXCL`` in a folder every loopback worker sees) and waits,
+bounded, until ``quorum`` distinct workers have registered. The run finishes only if that many
+workers ran tasks at the same time; otherwise a task fails, saying how many came and which.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -41,6 +50,73 @@ def fail_on_purpose(x: int) -> int:
 def sleep_for(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+#: How long a barrier task waits for the others: far beyond any scheduler's hand-out delay.
+MEET_TIMEOUT_S = 30.0
+
+
+def worker_id() -> str:
+    """This worker, as a file name: host, process and thread (a threads backend's workers share
+    a process; every process-based worker runs its tasks on one thread)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}"
+
+
+def _register(folder: str) -> str:
+    me = worker_id()
+    with contextlib.suppress(FileExistsError):  # it ran an earlier task of this barrier
+        os.close(os.open(os.path.join(folder, me), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    return me
+
+
+def registered(folder: str | Path) -> set[str]:
+    """The workers that have reached the barrier in ``folder`` (dot files are markers)."""
+    return {name for name in os.listdir(folder) if not name.startswith(".")}
+
+
+def meet(folder: str, quorum: int, timeout: float = MEET_TIMEOUT_S) -> str:
+    """A barrier task: register this worker, wait until ``quorum`` distinct workers have.
+
+    Returns this worker's id. Raises, naming the workers that came, if fewer than ``quorum``
+    ran a task at the same time within ``timeout`` seconds.
+    """
+    me = _register(folder)
+    deadline = time.monotonic() + timeout
+    while len(seen := registered(folder)) < quorum:
+        if time.monotonic() >= deadline:
+            raise RuntimeError(
+                f"barrier: only {len(seen)} of {quorum} workers ran a task at the same time"
+                f" within {timeout:g} s ({', '.join(sorted(seen))}): ready tasks were not"
+                " spread over the workers"
+            )
+        time.sleep(0.01)
+    return me
+
+
+def meet_if_any(folder: str, quorum: int, patience: float) -> str:
+    """A barrier that may not be met: wait at most ``patience`` seconds, once per ``folder``,
+    for ``quorum`` workers; then let every task through. For tests that some worker must *not*
+    get a task (``nodes=k``): had it been allowed, the idle worker would have taken one of the
+    tasks queued behind the waiting one, and :func:`registered` names it."""
+    me = _register(folder)
+    gave_up = os.path.join(folder, ".gave-up")
+    deadline = time.monotonic() + patience
+    while len(registered(folder)) < quorum and not os.path.exists(gave_up):
+        if time.monotonic() >= deadline:
+            Path(gave_up).touch()
+            break
+        time.sleep(0.01)
+    return me
+
+
+def hold_until(release: str, started: str, timeout: float = 120.0) -> bool:
+    """Keep a worker busy until the file ``release`` exists (at most ``timeout`` seconds);
+    ``started`` is created first, so the test knows the task is running."""
+    Path(started).touch()
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return os.path.exists(release)
 
 
 def add(*values: int) -> int:
@@ -79,7 +155,7 @@ def reference_digests() -> list[str]:
     if "small" not in _REFERENCE:
         job = parse_job(SMALL_FULL, name="small")
         with create_backend("serial", BackendOptions()) as serial:
-            (record,) = run_job(job, serial)
+            (record,) = [r.to_json() for r in run_job(job, serial)]
         _REFERENCE["small"] = [s["digest"] for s in record["stages"]]
     return _REFERENCE["small"]
 
@@ -89,7 +165,7 @@ class BackendConformance:
 
     def test_every_workload_verifies_and_matches_serial_bit_for_bit(self, backend):
         job = parse_job(SMALL_FULL, name="small")
-        records = run_job(job, backend, repeat=2)
+        records = [r.to_json() for r in run_job(job, backend, repeat=2)]
         for record in records:
             assert record["status"] == "verified", record["stages"]
             assert [s["digest"] for s in record["stages"]] == reference_digests()
@@ -101,13 +177,15 @@ class BackendConformance:
         assert sorted(t.key for t in result.traces) == sorted(task.key for task in graph)
         assert all(t.end >= t.start for t in result.traces)
 
-    def test_chunk_tasks_spread_over_more_than_one_worker(self, backend):
+    def test_ready_tasks_run_on_two_workers_at_the_same_time(self, backend, tmp_path):
         graph = Graph()
-        parts = [graph.add(f"s/sleep-{i}", sleep_for, 0.2, stage="s") for i in range(8)]
-        graph.add("s/sum", add, *parts, stage="s")
+        parts = [graph.add(f"s/meet-{i}", meet, str(tmp_path), 2, stage="s") for i in range(8)]
+        graph.add("s/ids", pack, *parts, stage="s")
         result = execute(graph, backend, timeout=120)
-        workers = {t.worker for t in result.traces if t.key.startswith("s/sleep")}
+        assert len(registered(tmp_path)) >= 2
+        workers = {t.worker for t in result.traces if t.key.startswith("s/meet")}
         assert len(workers) >= 2, workers
+        assert set(result.values["s/ids"]) == registered(tmp_path)
 
     def test_diamond_dependencies_pass_values_downstream(self, backend):
         graph = Graph()
@@ -174,8 +252,8 @@ class BackendConformance:
             pytest.skip(f"{backend.name} runs tasks in the driver: no worker to kill")
         job = parse_job(SMALL_FULL, name="small")
         faulty, clean = (
-            run_job(job, backend, fault=KILL_WORKER)[0],
-            run_job(job, backend)[0],
+            run_job(job, backend, fault=KILL_WORKER)[0].to_json(),
+            run_job(job, backend)[0].to_json(),
         )
         for record in (faulty, clean):
             assert record["status"] == "verified", record["stages"]

@@ -92,6 +92,17 @@ def driver_env(cluster: RunningCluster | None = None, **extra: str) -> dict[str,
     return env
 
 
+@contextlib.contextmanager
+def workers_import_tests() -> Iterator[None]:
+    """``tests/`` on ``PYTHONPATH`` meanwhile, for engine workers started in that time: they
+    unpickle the suite's task functions, which live there (the runner's own need nothing)."""
+    import pytest
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "tests"), str(ROOT)]))
+        yield
+
+
 def processes_of(pids: list[int]) -> list[psutil.Process]:
     """The live processes among ``pids``, with all their descendants."""
     found: dict[int, psutil.Process] = {}

@@ -43,7 +43,7 @@ def test_many_tiny_tasks_go_in_far_fewer_messages_and_all_run(backend):
     graph = job.build_graph().stage("noop")
     with create_backend(backend, BackendOptions(workers=2)) as engine:
         result = execute(graph, engine, timeout=300)
-        (record,) = run_job(job, engine)
+        (record,) = [r.to_json() for r in run_job(job, engine)]
     assert result.values == {"noop/reduce": 5000 * 4999 // 2}
     assert sorted(t.key for t in result.traces) == sorted(t.key for t in graph)
     assert result.extra["batches"] < len(graph) / 10

@@ -38,7 +38,7 @@ TINY = ["--set", "primes.n=100000", "--set", "rows=400", "--set", "dot.n=20000"]
 
 
 def _records(folder: Path) -> list[dict]:
-    return list(read_records(sorted(folder.glob("*.jsonl"))))
+    return [r.to_json() for r in read_records(sorted(folder.glob("*.jsonl")))]
 
 
 @pytest.mark.parametrize("backend", ["serial", "threads"])
@@ -87,8 +87,12 @@ def test_a_driver_killed_by_sigkill_leaves_no_process_behind(backend, least, tmp
             for line in driver.stdout:  # "results: ..." comes once the backend is up
                 if line.startswith("results:"):
                     break
-            time.sleep(2.0)  # the first run is under way, every worker busy
+            # The first run is under way: wait, bounded, until the engine's processes exist.
+            deadline = time.monotonic() + 30.0
             procs = psutil.Process(driver.pid).children(recursive=True)
+            while len(procs) < least and time.monotonic() < deadline:
+                time.sleep(0.1)
+                procs = psutil.Process(driver.pid).children(recursive=True)
             assert len(procs) >= least, [p.name() for p in procs]
             driver.kill()
             driver.wait(timeout=30)
@@ -172,7 +176,7 @@ def test_the_marker_files_of_injected_faults_are_removed(tmp_path):
     before = set(Path(tempfile.gettempdir()).glob(f"cluster-runner-fault-{os.getpid()}-*"))
     job = parse_job(SMALL_FULL, name="small")
     with create_backend("local", BackendOptions(workers=2)) as backend:
-        (record,) = run_job(job, backend, fault=KILL_WORKER)
+        (record,) = [r.to_json() for r in run_job(job, backend, fault=KILL_WORKER)]
     assert record["status"] == "verified"
     after = set(Path(tempfile.gettempdir()).glob(f"cluster-runner-fault-{os.getpid()}-*"))
     assert after <= before

@@ -114,7 +114,7 @@ def test_unknown_device_is_a_job_spec_error(capsys, monkeypatch):
 def test_full_graph_on_gpus_verifies_and_reports_device_phases(backend):
     job = parse_job(SMALL_FULL).on_gpu()
     with create_backend(backend, BackendOptions(workers=2, gpu=True)) as engine:
-        records = run_job(job, engine, repeat=2)
+        records = [r.to_json() for r in run_job(job, engine, repeat=2)]
     for record in records:
         assert record["status"] == "verified", record["stages"]
         for stage in record["stages"][1:]:
@@ -133,6 +133,6 @@ def test_gpu_results_are_identical_on_serial_and_local():
     digests = []
     for backend in ("serial", "local"):
         with create_backend(backend, BackendOptions(workers=2, gpu=True)) as engine:
-            (record,) = run_job(job, engine)
+            (record,) = [r.to_json() for r in run_job(job, engine)]
         digests.append([s["digest"] for s in record["stages"]])
     assert digests[0] == digests[1]

@@ -53,7 +53,9 @@ def _sweep(backend: str, address: str) -> dict[int, list[dict]]:
         parse_job(JOB, name="nodes"), [backend], workers=[1], nodes=[1, 2], address=address
     )
     records: list[dict] = []
-    outcome = run_sweep(plan, warmup=1, repeat=2, timeout=120, on_record=records.append)
+    outcome = run_sweep(
+        plan, warmup=1, repeat=2, timeout=120, on_record=lambda r: records.append(r.to_json())
+    )
     assert outcome.ok, [(r["status"], r["error"]) for r in records]
     return {k: [r for r in records if r["labels"]["nodes"] == k] for k in (1, 2)}
 

@@ -149,7 +149,7 @@ def test_sweep_writes_labelled_verified_records_in_interleaved_order(tiny, tmp_p
     with ResultsWriter(path) as writer:
         outcome = run_sweep(plan, warmup=1, repeat=2, on_record=writer.append)
     assert outcome.ok
-    records = list(read_records([path]))
+    records = [r.to_json() for r in read_records([path])]
     assert outcome.records == len(records) == (2 + 1) * 3  # serial@1, threads@1, threads@2
     assert all(r["status"] == "verified" for r in records)
     assert len({r["session"] for r in records}) == 1
@@ -190,7 +190,7 @@ def test_a_backend_whose_workers_are_missing_is_not_timed(tiny, tmp_path):
     )
     plan = SweepPlan(tiny, "strong", "workers", (step,))
     records = []
-    outcome = run_sweep(plan, warmup=0, repeat=2, on_record=records.append)
+    outcome = run_sweep(plan, warmup=0, repeat=2, on_record=lambda r: records.append(r.to_json()))
     assert outcome.skipped_points == ["threads x3"]
     assert not outcome.ok
     skipped = [r for r in records if r["backend"]["name"] == "threads"]
@@ -205,7 +205,12 @@ def test_a_failing_point_is_recorded_and_with_keep_going_the_sweep_goes_on():
     plan = plan_sweep(job, ["threads"], workers=[1, 2])
     records = []
     outcome = run_sweep(
-        plan, warmup=0, repeat=3, timeout=0.001, on_record=records.append, keep_going=True
+        plan,
+        warmup=0,
+        repeat=3,
+        timeout=0.001,
+        on_record=lambda r: records.append(r.to_json()),
+        keep_going=True,
     )
     # Every run times out: each point fails on its first run, is not run again, and the
     # sweep still goes on to the next size.
@@ -219,7 +224,9 @@ def test_without_keep_going_the_sweep_stops_at_the_first_failed_run():
     plan = plan_sweep(job, ["threads"], workers=[1, 2])
     records = []
     with pytest.raises(RunTimeoutError, match=r"^threads x1: .*timed out.*--keep-going"):
-        run_sweep(plan, warmup=0, repeat=3, timeout=0.001, on_record=records.append)
+        run_sweep(
+            plan, warmup=0, repeat=3, timeout=0.001, on_record=lambda r: records.append(r.to_json())
+        )
     assert [r["status"] for r in records] == ["failed"]  # written before it stopped
 
 
@@ -287,7 +294,7 @@ def test_an_interrupted_sweep_of_every_backend_keeps_its_runs_and_leaves_no_proc
     assert not left, f"processes outlived the interrupted sweep: {left}"
     assert listening <= {"127.0.0.1"}, listening
     (path,) = out.glob("*.jsonl")
-    records = list(read_records([path]))
+    records = [r.to_json() for r in read_records([path])]
     assert {r["backend"]["name"] for r in records} == set(EVERY_BACKEND.split(","))
     assert all(r["status"] == "verified" for r in records)
     report = subprocess.run(

@@ -105,7 +105,7 @@ def test_the_embedded_dask_cluster_speaks_tls_when_given_certificates(tls):
     job = parse_job(SMALL_FULL, name="small")
     with create_backend("dask", BackendOptions(workers=2, extra=extra)) as backend:
         assert backend.cluster.scheduler_address.startswith("tls://127.0.0.1:")
-        (record,) = run_job(job, backend)
+        (record,) = [r.to_json() for r in run_job(job, backend)]
         workers = set(backend.client.scheduler_info(n_workers=-1)["workers"])
     assert record["status"] == "verified"
     assert [s["digest"] for s in record["stages"]] == reference_digests()

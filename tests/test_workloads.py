@@ -34,7 +34,7 @@ def test_lucy_oracle_reproduces_the_known_powers_of_ten(n):
 def _run_stage(toml: str):
     job = parse_job(toml)
     with create_backend("serial", BackendOptions()) as serial:
-        (record,) = run_job(job, serial)
+        (record,) = [r.to_json() for r in run_job(job, serial)]
     return record["stages"][0]
 
 

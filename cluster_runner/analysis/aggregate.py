@@ -20,14 +20,14 @@ Every number is computed by :mod:`cluster_runner.analysis.metrics`; this module 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from cluster_runner.analysis import metrics
 from cluster_runner.errors import MixedResultsError, ResultsFileError
-from cluster_runner.results import read_records, results_files
+from cluster_runner.results import RunRecord, SweepLabels, read_records, results_files
 
 #: Multiples of the largest measured size at which fits predict the speedup.
 PREDICT_AT = (2, 4, 10)
@@ -47,7 +47,7 @@ class PointStats:
     runs: int  # timed runs that verified: the samples
     not_counted: int  # timed runs that failed, did not verify, or were skipped
     problems: tuple[str, ...]  # why they do not count, each reason once
-    time: metrics.Summary | None  # wall time of a run, seconds
+    time: metrics.SampleSummary | None  # wall time of a run, seconds
     samples: tuple[float, ...]  # the wall times summarised by ``time``
     startup_s: float | None  # bringing the backend up, apart from the runs
     speedup: float | None = None  # scaled speedup in weak mode
@@ -105,91 +105,112 @@ def aggregate(paths: Iterable[str | Path]) -> Experiment:
     return aggregate_records(tagged)
 
 
-def aggregate_records(tagged: list[tuple[str, dict[str, Any]]]) -> Experiment:
-    """The same from ``(source, record)`` pairs; refuses to mix experiments."""
+def aggregate_records(tagged: Sequence[tuple[str, RunRecord | Mapping[str, Any]]]) -> Experiment:
+    """The same from ``(source, record)`` pairs; refuses to mix experiments.
+
+    A record may also be given as its JSON object (read with :meth:`RunRecord.from_json`).
+    """
     if not tagged:
         raise ResultsFileError("the results files hold no runs")
-    _check_one_experiment(tagged)
-    first = tagged[0][1]
+    typed = [
+        (source, r if isinstance(r, RunRecord) else RunRecord.from_json(r)) for source, r in tagged
+    ]
+    _check_one_experiment(typed)
+    first = typed[0][1]
     labels = _labels(first)
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for _, record in tagged:
-        if record.get("warmup"):
+    groups: dict[tuple, list[RunRecord]] = {}
+    for _, record in typed:
+        if record.warmup:
             continue
         groups.setdefault(_point_key(record), []).append(record)
     points = [_point(records) for records in groups.values()]
     series_keys: dict[tuple, list[PointStats]] = {}
     for p in points:
-        key = (p.backend, p.workers if labels["axis"] == "chunks" else None)
+        key = (p.backend, p.workers if labels.axis == "chunks" else None)
         series_keys.setdefault(key, []).append(p)
     series = tuple(
-        _series(backend, workers, sorted(ps, key=lambda p: p.size), labels["mode"], labels["axis"])
+        _series(backend, workers, sorted(ps, key=lambda p: p.size), labels.mode, labels.axis)
         for (backend, workers), ps in series_keys.items()
     )
     return Experiment(
-        job=first["job"]["name"],
-        digest=labels["base_digest"],
-        description=first["job"].get("description", ""),
-        mode=labels["mode"],
-        axis=labels["axis"],
+        job=first.job.name,
+        digest=labels.base_digest,
+        description=first.job.description,
+        mode=labels.mode,
+        axis=labels.axis,
         machine=_machine(first),
-        files=tuple(dict.fromkeys(source for source, _ in tagged)),
+        files=tuple(dict.fromkeys(source for source, _ in typed)),
         series=series,
     )
 
 
-def _labels(record: dict[str, Any]) -> dict[str, Any]:
-    """A record's sweep labels, with the defaults of a plain ``submit`` record."""
-    labels = record.get("labels") or {}
-    backend = record["backend"]
-    workers = labels.get("workers") or backend["workers"]
-    return {
-        "mode": labels.get("mode", "strong"),
-        "axis": labels.get("axis", "workers"),
-        "size": labels.get("size", workers),
-        "nodes": labels.get("nodes"),
-        "chunks": labels.get("chunks"),
-        "factor": labels.get("factor", 1),
-        "device": labels.get("device", _device(record)),
-        "base_digest": labels.get("base_digest", record["job"]["digest"]),
-    }
+@dataclass(frozen=True)
+class _PointLabels:
+    """A record's place in its experiment, with the defaults of a plain ``submit`` record."""
+
+    mode: str
+    axis: str
+    size: int
+    nodes: int | None
+    chunks: int | None
+    factor: int
+    device: str
+    base_digest: str
 
 
-def _device(record: dict[str, Any]) -> str:
-    """``gpu`` if any stage of the record's job ran on GPUs, else ``cpu``."""
-    stages = record["job"].get("stages", [])
-    return "gpu" if any(s["params"].get("device") == "gpu" for s in stages) else "cpu"
+def _labels(record: RunRecord) -> _PointLabels:
+    """A record's sweep labels; a ``submit`` record (no labels) reads as a strong sweep over
+    workers, and a label an older sweep did not write takes the same default."""
+    labels = record.labels or SweepLabels()
 
+    def given(value, default):
+        return default if value is None else value
 
-def series_name(record: dict[str, Any]) -> str:
-    """The line a record belongs to: its backend, and ``/gpu`` for runs on GPUs."""
-    device = _labels(record)["device"]
-    return record["backend"]["name"] + ("/gpu" if device == "gpu" else "")
-
-
-def _machine(record: dict[str, Any]) -> str:
-    env = record.get("environment", {})
-    memory = env.get("memory_bytes") or 0
-    return (
-        f"{env.get('hostname', '?')}: {env.get('cpu_logical', '?')} CPUs"
-        f" ({env.get('cpu_model', '?')}), {memory / 2**30:.0f} GiB,"
-        f" Python {env.get('python', '?')}"
+    return _PointLabels(
+        mode=given(labels.mode, "strong"),
+        axis=given(labels.axis, "workers"),
+        size=given(labels.size, labels.workers or record.backend.workers),
+        nodes=labels.nodes,
+        chunks=labels.chunks,
+        factor=given(labels.factor, 1),
+        device=given(labels.device, "gpu" if record.job.uses_gpu else "cpu"),
+        base_digest=given(labels.base_digest, record.job.digest),
     )
 
 
-def _identity(record: dict[str, Any]) -> dict[str, str]:
+def series_name(record: RunRecord) -> str:
+    """The line a record belongs to: its backend, and ``/gpu`` for runs on GPUs."""
+    device = _labels(record).device
+    return record.backend.name + ("/gpu" if device == "gpu" else "")
+
+
+def _machine(record: RunRecord) -> str:
+    env = record.environment
+
+    def shown(value) -> str:
+        return "?" if value is None else str(value)
+
+    memory = env.memory_bytes or 0
+    return (
+        f"{shown(env.hostname)}: {shown(env.cpu_logical)} CPUs"
+        f" ({shown(env.cpu_model)}), {memory / 2**30:.0f} GiB,"
+        f" Python {shown(env.python)}"
+    )
+
+
+def _identity(record: RunRecord) -> dict[str, str]:
     """What must match for two records to belong to one report, as ``name: value``."""
     labels = _labels(record)
     return {
-        "job": f"{record['job']['name']} (spec digest {labels['base_digest']})",
-        "mode": labels["mode"],
-        "axis": labels["axis"],
+        "job": f"{record.job.name} (spec digest {labels.base_digest})",
+        "mode": labels.mode,
+        "axis": labels.axis,
         "machine": _machine(record),
-        "injected fault": record.get("fault") or "none",
+        "injected fault": record.fault or "none",
     }
 
 
-def _check_one_experiment(tagged: list[tuple[str, dict[str, Any]]]) -> None:
+def _check_one_experiment(tagged: list[tuple[str, RunRecord]]) -> None:
     source0, record0 = tagged[0]
     want = _identity(record0)
     clusters: dict[str, tuple[str, str | None]] = {}
@@ -201,8 +222,8 @@ def _check_one_experiment(tagged: list[tuple[str, dict[str, Any]]]) -> None:
                     f"refusing to mix results of different experiments: {source0} has {name}"
                     f" {value}, {source} has {name} {have[name]}; report them separately"
                 )
-        backend = record["backend"]["name"]
-        address = record["backend"].get("address")
+        backend = record.backend.name
+        address = record.backend.address
         seen = clusters.setdefault(backend, (source, address))
         if seen[1] != address:
             raise MixedResultsError(
@@ -212,29 +233,28 @@ def _check_one_experiment(tagged: list[tuple[str, dict[str, Any]]]) -> None:
             )
 
 
-def _point_key(record: dict[str, Any]) -> tuple:
+def _point_key(record: RunRecord) -> tuple:
     labels = _labels(record)
-    return (series_name(record), labels["size"], labels["chunks"])
+    return (series_name(record), labels.size, labels.chunks)
 
 
-def _point(records: list[dict[str, Any]]) -> PointStats:
+def _point(records: list[RunRecord]) -> PointStats:
     first = records[0]
     labels = _labels(first)
-    good = [r for r in records if r["status"] == "verified"]
-    problems = tuple(dict.fromkeys(_problem(r) for r in records if r["status"] != "verified"))
-    backend = first["backend"]
-    startups = [r["backend"].get("startup_s") for r in records]
-    startups = [s for s in startups if s is not None]
-    loads = [(r.get("labels") or {}).get("other_load") for r in records]
+    good = [r for r in records if r.status == "verified"]
+    problems = tuple(dict.fromkeys(_problem(r) for r in records if r.status != "verified"))
+    backend = first.backend
+    startups = [r.backend.startup_s for r in records if r.backend.startup_s is not None]
+    loads = [r.labels.other_load for r in records if r.labels is not None]
     loads = [x for x in loads if x is not None]
     base = PointStats(
         backend=series_name(first),
-        size=labels["size"],
-        workers=backend["workers"],
-        nodes=labels["nodes"],
-        chunks=labels["chunks"],
-        factor=labels["factor"],
-        tasks=sum(s["tasks"] for s in first["stages"]),
+        size=labels.size,
+        workers=backend.workers,
+        nodes=labels.nodes,
+        chunks=labels.chunks,
+        factor=labels.factor,
+        tasks=sum(s.tasks for s in first.stages),
         runs=len(good),
         not_counted=len(records) - len(good),
         problems=problems,
@@ -245,8 +265,8 @@ def _point(records: list[dict[str, Any]]) -> PointStats:
     )
     if not good:
         return base
-    walls = [r["wall_s"] for r in good]
-    workers = backend["workers"]
+    walls = [r.wall_s for r in good]
+    workers = backend.workers
     per_run = [_run_figures(r, workers) for r in good]
 
     def med(name: str) -> float | None:
@@ -256,7 +276,7 @@ def _point(records: list[dict[str, Any]]) -> PointStats:
     peaks = [f["peak"] for f in per_run if f["peak"] is not None]
     return replace(
         base,
-        tasks=sum(s["tasks"] for s in good[0]["stages"]),
+        tasks=sum(s.tasks for s in good[0].stages),
         time=metrics.summarize(walls),
         samples=tuple(walls),
         cpu_utilisation=med("cpu"),
@@ -267,27 +287,27 @@ def _point(records: list[dict[str, Any]]) -> PointStats:
     )
 
 
-def _problem(record: dict[str, Any]) -> str:
+def _problem(record: RunRecord) -> str:
     """Why a run does not count, in a few words: its error, or the result that was wrong."""
-    if record["status"] != "unverified" or record.get("error"):
-        return f"{record['status']}: {record.get('error') or 'no reason given'}"
+    if record.status != "unverified" or record.error:
+        return f"{record.status}: {record.error or 'no reason given'}"
     wrong = [
-        f"{s['name']} gave {s.get('result')!r}, expected {s.get('expected')!r}"
-        f" ({s.get('verification')})"
-        for s in record["stages"]
-        if not s.get("verified")
+        f"{s.name} gave {s.result.result!r}, expected {s.result.expected!r}"
+        f" ({s.result.verification or None})"
+        for s in record.stages
+        if not s.result.verified
     ]
     return "unverified: " + "; ".join(wrong)
 
 
-def _run_figures(record: dict[str, Any], workers: int) -> dict[str, float | None]:
-    wall = record["wall_s"]
-    busy = sum(s.get("busy_s", 0.0) for s in record["stages"])
-    tasks = sum(s["tasks"] for s in record["stages"])
-    usage = record.get("usage")
+def _run_figures(record: RunRecord, workers: int) -> dict[str, float | None]:
+    wall = record.wall_s
+    busy = sum(s.placement.busy_s for s in record.stages)
+    tasks = sum(s.tasks for s in record.stages)
+    usage = record.usage
     return {
-        "cpu": metrics.cpu_utilisation(usage["cpu_s"], wall, workers) if usage else None,
-        "peak": usage["peak_rss_bytes"] if usage else None,
+        "cpu": metrics.cpu_utilisation(usage.cpu_s, wall, workers) if usage else None,
+        "peak": usage.peak_rss_bytes if usage else None,
         "task": busy / tasks,
         "overhead": metrics.task_overhead(wall, busy, tasks, workers),
         "share": metrics.overhead_share(wall, busy, workers),

@@ -38,7 +38,7 @@ RESAMPLES = 4000
 
 
 @dataclass(frozen=True)
-class Summary:
+class SampleSummary:
     """A sample of timings in numbers: count, median, range and a CI of the median."""
 
     n: int
@@ -49,14 +49,16 @@ class Summary:
     ci_high: float
 
 
-def summarize(samples: Sequence[float], *, seed: int = 0) -> Summary:
+def summarize(samples: Sequence[float], *, seed: int = 0) -> SampleSummary:
     """Median, min, max and a bootstrap confidence interval of the median.
 
     With a single sample the interval is that sample: no spread can be claimed.
     """
     x = _array(samples)
     low, high = bootstrap_ci(x, seed=seed)
-    return Summary(int(x.size), float(np.median(x)), float(x.min()), float(x.max()), low, high)
+    return SampleSummary(
+        int(x.size), float(np.median(x)), float(x.min()), float(x.max()), low, high
+    )
 
 
 def bootstrap_ci(

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import importlib
 
-from cluster_runner.backends.base import Backend, BackendInfo, BackendOptions
+from cluster_runner.backends.base import (
+    Backend,
+    BackendInfo,
+    BackendOptions,
+    GraphBackend,
+    PoolBackend,
+)
 from cluster_runner.errors import BackendUnavailableError, UsageError
 
 #: Backend name -> (module, class, the pip extra that provides its engine or None).
@@ -49,6 +55,8 @@ __all__ = [
     "Backend",
     "BackendInfo",
     "BackendOptions",
+    "GraphBackend",
+    "PoolBackend",
     "backend_class",
     "create_backend",
 ]

@@ -12,8 +12,9 @@ Each worker process, when it starts (:func:`init_worker`):
 - on Linux, asks the kernel to SIGKILL it when its parent dies (``PR_SET_PDEATHSIG``), so no
   worker outlives a driver that was itself killed.
 
-:meth:`LocalBackend.start` then waits until every worker has started and loaded the compiled
-kernels, so the start-up cost is measured apart from the first run.
+:meth:`LocalBackend.start` then waits until every worker has started and run the job's
+warm-up hooks (``BackendOptions.warm_up``: loading compiled kernels), so the start-up cost is
+measured apart from the first run.
 """
 
 from __future__ import annotations
@@ -28,17 +29,13 @@ import sys
 import time
 from typing import Any
 
-from cluster_runner.backends.base import (
-    SINGLE_THREAD_ENV,
-    BackendInfo,
-    BackendOptions,
-    warm_worker,
-)
+from cluster_runner.backends.base import BackendInfo, BackendOptions
 from cluster_runner.backends.executor import ExecutorBackend
-from cluster_runner.devices import WORKER_GPU_ENV, require_gpu
+from cluster_runner.devices import WORKER_GPU_ENV
 from cluster_runner.errors import ExecutionError, UsageError
+from cluster_runner.execution.tasks import SINGLE_THREAD_ENV, warm_worker
 
-#: Environment variables read by BLAS/OpenMP libraries that a task may load later.
+#: ``prctl`` option: the signal the kernel sends this process when its parent dies.
 _PR_SET_PDEATHSIG = 1
 
 
@@ -92,7 +89,7 @@ class LocalBackend(ExecutorBackend):
 
     def __init__(self, options: BackendOptions) -> None:
         super().__init__(options)
-        self.workers = options.workers or os.cpu_count() or 1
+        self.workers = self.spec.workers
         self.start_method = options.start_method or default_start_method()
         if self.start_method not in multiprocessing.get_all_start_methods():
             raise UsageError(
@@ -104,14 +101,9 @@ class LocalBackend(ExecutorBackend):
         self.worker_pids: list[int] = []
 
     def start(self) -> None:
-        # Compile (or load from numba's cache) the kernels once here, so that workers load the
-        # cached machine code instead of all compiling it at the same time.
-        from cluster_runner.workloads.sieve import base_primes, count_primes_between
-
-        count_primes_between(0, 100, base_primes(10))
+        self.warm_up_driver()
         context = multiprocessing.get_context(self.start_method)
-        gpus = require_gpu().count if self.options.gpu else 0
-        self.gpus = gpus
+        gpus = self.gpus = self.spec.gpus()
         self.executor = cf.ProcessPoolExecutor(
             self.workers,
             mp_context=context,
@@ -127,7 +119,10 @@ class LocalBackend(ExecutorBackend):
         deadline = time.monotonic() + timeout
         hold = 0.05
         while len(seen) < self.workers and time.monotonic() < deadline:
-            probes = [self.executor.submit(warm_worker, hold) for _ in range(self.workers)]
+            probes = [
+                self.executor.submit(warm_worker, self.spec.warm_up, hold)
+                for _ in range(self.workers)
+            ]
             try:
                 for probe in probes:
                     pid, blas = probe.result(timeout=max(1.0, deadline - time.monotonic()))

@@ -7,12 +7,15 @@ BLAS/OpenMP thread variables set to 1 through the job's runtime environment. Wit
 cluster. :meth:`~RayBackend.close` calls ``ray.shutdown()``, which stops the processes of an
 instance started here and only disconnects from a cluster connected to.
 
-The graph runs natively: each task is a remote call of :func:`run_wire_task` whose upstream
-arguments are ObjectRefs, resolved by Ray on the worker that runs it.
+The graph runs natively: each task is a remote call of
+:func:`~cluster_runner.backends.ray_tasks.run_wire_task` whose upstream arguments are
+ObjectRefs, resolved by Ray on the worker that runs it (:mod:`.ray_tasks`: the task body and
+the wire format of its output).
 
 ``BackendOptions.nodes = k`` restricts every task to k of the cluster's nodes (the head first,
-then by name and id) with a label selector on Ray's built-in ``ray.io/node-id`` label, leaving
-Ray free to balance the work among those k.
+then by name and id, chosen by :class:`~cluster_runner.backends.cluster.ClusterBackend`) with a
+label selector on Ray's built-in ``ray.io/node-id`` label, leaving Ray free to balance the work
+among those k.
 
 Token authentication (on by default for a cluster Ray 2.60 starts) stays on. The instance
 started here gets a token made for this process (``RAY_AUTH_TOKEN``, never written to disk)
@@ -24,7 +27,7 @@ bounded by ``--connect-timeout`` (see :mod:`cluster_runner.backends.ray_connecti
 Lost workers. A task whose worker process dies is rerun by its owner, the driver, at most
 ``BackendOptions.retries`` times (Ray's ``max_retries``); one lost more often ends the run with a
 :class:`~cluster_runner.errors.WorkerLostError`. Each task reports the attempt it ran in (Ray's
-own attempt number) in its trace, and :attr:`RayBackend.last_retried` sums them for the run.
+own attempt number) in its trace, and :meth:`~RayBackend.gather` reports their sum.
 
 Orphans. The instance started here is fate-shared with the driver by Ray itself, except its
 two agent processes, which, when the raylet dies without a SIGTERM, first try for a minute to
@@ -42,11 +45,10 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import ray
@@ -60,157 +62,43 @@ from ray.exceptions import (
     WorkerCrashedError,
 )
 
-from cluster_runner.backends.addresses import parse_address
-from cluster_runner.backends.base import (
-    SINGLE_THREAD_ENV,
-    Backend,
-    BackendInfo,
-    BackendOptions,
-    TaskOutput,
-    TaskTrace,
-    call_timed,
-    warm_worker,
-)
+from cluster_runner.backends.base import BackendInfo, BackendOptions, Gathered
+from cluster_runner.backends.cluster import ClusterBackend
+from cluster_runner.backends.failures import one_line, task_failed, timed_out, worker_lost
 from cluster_runner.backends.ray_connection import connect, reread_auth_config, token_auth
+from cluster_runner.backends.ray_tasks import bind, from_wire
 from cluster_runner.backends.reaper import Reaper
-from cluster_runner.devices import require_gpu
-from cluster_runner.errors import (
-    BackendUnavailableError,
-    ConnectError,
-    ExecutionError,
-    RunTimeoutError,
-    TaskFailedError,
-    UsageError,
-    WorkerLostError,
-)
+from cluster_runner.errors import ConnectError, ExecutionError, UsageError
+from cluster_runner.execution.tasks import SINGLE_THREAD_ENV, warm_worker
 from cluster_runner.graph import Task
 
 #: Every node carries its id under this label (Ray >= 2.49), which the ``nodes=k`` selector uses.
 NODE_ID_LABEL = "ray.io/node-id"
+#: What Ray raises when a task was lost with its worker or node more often than allowed.
+LOST = (WorkerCrashedError, NodeDiedError, ObjectLostError)
 
 
-_identity: tuple[str, str] | None = None  # this worker process's (worker id, node id)
-
-
-def ray_identity() -> tuple[str, str]:
-    """``(worker, node)`` inside a Ray task: the worker's id and its node's id.
-
-    Asked of Ray once per worker process (a worker keeps its id and its node for life).
-    """
-    global _identity
-    if _identity is None:
-        context = ray.get_runtime_context()
-        _identity = context.get_worker_id(), context.get_node_id()
-    return _identity
-
-
-def bind(func: Any) -> Any:
-    """The Ray task body of one task function, with the function built in.
-
-    Ray serialises every argument of every call, so passing the function with each task cost
-    about 130 us a task more than a plain remote function; bound here, it is shipped once,
-    when Ray exports the remote function. The body takes a *head* and, for a task that has
-    upstream outputs, its arguments (see :meth:`RayBackend.submit`), and runs
-    :func:`run_wire_task`.
-    """
-
-    def task_body(head: list[Any], *args: Any) -> WireOutput:
-        key, rest = head
-        if args:  # [key, positions of the upstream outputs], then the arguments
-            return run_wire_task(key, func, args, rest)
-        return run_wire_task(key, func, rest, ())  # [key, arguments]: nothing upstream
-
-    task_body.__name__ = getattr(func, "__name__", "task")
-    task_body.__qualname__ = f"run_task[{getattr(func, '__qualname__', task_body.__name__)}]"
-    return task_body
-
-
-#: What a Ray task returns: ``[value, traces]``, the traces of it and of every task upstream of
-#: it, each the fields of a :class:`~cluster_runner.backends.base.TaskTrace` as a plain list.
-#:
-#: Why lists: Ray encodes lists, dicts, strings and numbers with msgpack, natively, and passes
-#: anything else (tuples included, kept exact) to cloudpickle, which costs a Pickler and a
-#: Python-level hook per object. A TaskOutput of TaskTrace dataclasses cost about 10 us to
-#: pickle and 5 us to load; on 10,000 no-op tasks with two workers the runner went from 1.22x
-#: to 1.07-1.09x the time of plain ``f.remote``/``ray.get`` with this format and the list head of
-#: :meth:`RayBackend.submit`. The driver turns it into a TaskOutput (:func:`from_wire`).
-#: Values themselves are returned as they are: a tuple value is pickled, and stays a tuple.
-WireOutput = list[Any]
-
-
-def run_wire_task(key: str, func: Any, args: Sequence[Any], upstream: Sequence[int]) -> WireOutput:
-    """:func:`~cluster_runner.backends.base.run_task` for Ray, in the wire format.
-
-    ``upstream`` are the positions of the arguments that are upstream outputs, to unwrap; the
-    trace records the attempt Ray says this run of the task is.
-    """
-    traces: list[list[Any]] = []
-    if upstream:
-        args = list(args)
-        for position in upstream:
-            args[position], their_traces = args[position]
-            traces.extend(their_traces)
-    worker, node = ray_identity()
-    value, start, end, phases, device = call_timed(key, func, args)
-    traces.append([key, worker, node, start, end, phases, device, _attempt()])
-    return [value, traces]
-
-
-def _attempt() -> int:
-    """The attempt Ray says the running task is: 0 the first run, n its n-th rerun."""
-    try:
-        return ray._private.worker.global_worker.core_worker.get_current_task_attempt_number()
-    except AttributeError:  # a Ray without it: no retry count
-        return 0
-
-
-def from_wire(output: WireOutput) -> TaskOutput:
-    """A Ray task's :data:`WireOutput` as the driver's TaskOutput."""
-    value, traces = output
-    return TaskOutput(value, tuple(TaskTrace(*trace) for trace in traces))
-
-
-class RayBackend(Backend):
+class RayBackend(ClusterBackend):
     name = "ray"
-    native_dependencies = True
-    supports_address = True
-    retries_lost_tasks = True
-    worker_processes = True
+    engine, member = "Ray", "node"
+    address_schemes = ("ray", "")
+    address_form = "auto, HOST:PORT or ray://HOST:PORT"
+    address_keywords = ("auto",)
 
     def __init__(self, options: BackendOptions) -> None:
         super().__init__(options)
-        self.target: str | None = None  # what ray.init is given
-        if options.address:
-            text = options.address.strip()
-            if text == "auto":
-                self.target = "auto"
-            else:
-                address = parse_address(text, ("ray", ""), "auto, HOST:PORT or ray://HOST:PORT")
-                self.target = str(address)
-        self.workers = options.workers or os.cpu_count() or 1
-        if options.nodes is not None and options.nodes < 1:
-            raise UsageError(f"nodes must be at least 1, not {options.nodes}")
         self._remotes: dict[tuple, Any] = {}  # (function, *resources) -> remote with options
         self._refs: list[ray.ObjectRef] = []  # every ref of the run in progress
         self._selector: dict[str, str] | None = None
-        self.chosen: list[str] | None = None  # ids of the nodes tasks may use (nodes=k)
         self.dashboard: str | None = None
-        self.worker_blas_threads: int | None = None
-        self._nodes_at_start: list[dict[str, Any]] = []  # for resource checks at submit
-        self.gpus = 0  # GPUs of the instance started here, for a job with GPU stages
         self._signalled: BaseException | None = None  # what a signal handler raised
-        self._saved_env: dict[str, str | None] = {}  # variables start() set, as they were
         self._saved_flag: bool | None = None
         self._auth_read = False  # start() made Ray re-read its auth settings
-        self.last_retried = 0  # tasks the last run had to rerun after losing workers
         self._reaper: Reaper | None = None  # ends the instance's processes if the driver dies
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        from cluster_runner.workloads.sieve import base_primes, count_primes_between
-
-        count_primes_between(0, 100, base_primes(10))  # compile once, before the workers load
         if ray.is_initialized():
             raise UsageError(
                 "Ray is already initialised in this process; the ray backend needs to start"
@@ -221,20 +109,10 @@ class RayBackend(Backend):
         self._saved_flag = ray_constants.ENABLE_RAY_CLUSTER
         ray_constants.ENABLE_RAY_CLUSTER = False
         if "RAY_USAGE_STATS_ENABLED" not in os.environ:
-            self._setenv("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports sent out
+            self.env.set("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports sent out
         on_sigterm = signal.getsignal(signal.SIGTERM)
         try:
-            if self.target is None:
-                self._start_local()
-            else:
-                self._connect()
-            self._remotes = {}
-            self._choose_nodes()
-            self._nodes_at_start = self._used_nodes()
-            self._warm()
-        except BaseException:
-            self.close()
-            raise
+            super().start()
         finally:
             # ray.init installs its own SIGTERM handler (sys.exit(15)); keep the runner's.
             if threading.current_thread() is threading.main_thread():
@@ -259,8 +137,8 @@ class RayBackend(Backend):
         return remembering
 
     def _start_local(self) -> None:
-        self.gpus = require_gpu().count if self.options.gpu else 0
-        self._auth_read = token_auth(embedded=True, setenv=self._setenv)
+        self.gpus = self.spec.gpus()
+        self._auth_read = token_auth(embedded=True, setenv=self.env.set)
         before = _children()
         context = ray.init(
             address="local",  # never join a cluster found in /tmp/ray or $RAY_ADDRESS
@@ -277,37 +155,40 @@ class RayBackend(Backend):
         self._reaper = Reaper.watch(_children() - before)
 
     def _connect(self) -> None:
-        assert self.target is not None
-        self._auth_read = token_auth(embedded=False, setenv=self._setenv)
-        context = connect(self.target, self.options.address or "", self.options.connect_timeout)
+        assert self.spec.target is not None
+        self._auth_read = token_auth(embedded=False, setenv=self.env.set)
+        context = connect(self.spec.target, self.options.address or "", self.spec.connect_timeout)
         self.dashboard = getattr(context, "dashboard_url", None) or None
 
-    def _choose_nodes(self) -> None:
-        """With ``nodes=k``, pick k alive nodes (head first) and select them by label."""
-        if self.options.nodes is None:
-            return
-        alive = _alive_nodes()
-        if len(alive) < self.options.nodes:
-            raise UsageError(
-                f"asked for {self.options.nodes} Ray node(s), the cluster has {len(alive)} alive"
-            )
-        ordered = sorted(alive, key=lambda n: (not _is_head(n), n.get("NodeName", ""), n["NodeID"]))
-        self.chosen = [n["NodeID"] for n in ordered[: self.options.nodes]]
+    def _on_connected(self) -> None:
+        self._remotes = {}
+
+    def _members(self) -> dict[str, Any]:
+        """Alive nodes by id, the head first, then by name and id."""
+        return {
+            n["NodeID"]: (not _is_head(n), n.get("NodeName", ""), n["NodeID"])
+            for n in _alive_nodes()
+        }
+
+    def _on_chosen(self) -> None:
+        assert self.chosen is not None
         self._selector = {NODE_ID_LABEL: f"in({','.join(self.chosen)})"}
 
-    def _warm(self, timeout: float = 120.0) -> None:
-        """One probe per CPU, held briefly, so every worker slot starts and loads the kernels."""
+    def _offered_resources(self) -> Iterable[str]:
+        return {name for n in self._used_nodes() for name, v in n.get("Resources", {}).items() if v}
+
+    def _probe_workers(self, timeout: float = 120.0) -> list[tuple[int, int]]:
+        """One probe per CPU, held briefly, so every worker slot starts and runs the warm-ups."""
         cpus = max(1, int(sum(_cpus(n) for n in self._used_nodes())))
         probe_task = ray.remote(warm_worker).options(num_cpus=1, **self._placement())
-        refs = [probe_task.remote(0.5) for _ in range(cpus)]
+        refs = [probe_task.remote(self.spec.warm_up, 0.5) for _ in range(cpus)]
         try:
-            found = ray.get(refs, timeout=timeout)
+            return ray.get(refs, timeout=timeout)
         except GetTimeoutError:
             raise ConnectError(
                 f"Ray did not start {cpus} worker(s) within {timeout:g} s (too few free CPUs"
                 " on the cluster?)"
             ) from None
-        self.worker_blas_threads = max((blas for _, blas in found), default=None)
 
     def close(self) -> None:
         """Disconnect (and stop an instance started here); undo start()'s settings."""
@@ -321,20 +202,10 @@ class RayBackend(Backend):
         if self._saved_flag is not None:
             ray_constants.ENABLE_RAY_CLUSTER = self._saved_flag
             self._saved_flag = None
-        for name, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        self._saved_env = {}
+        self.env.restore()
         if self._auth_read:
             reread_auth_config()  # Ray caches it: let it see the environment as it is now
             self._auth_read = False
-
-    def _setenv(self, name: str, value: str) -> None:
-        """Set an environment variable for Ray (and its child processes) until close()."""
-        self._saved_env.setdefault(name, os.environ.get(name))
-        os.environ[name] = value
 
     # --- running tasks ------------------------------------------------------------------------
 
@@ -363,18 +234,11 @@ class RayBackend(Backend):
 
         Made once and kept: ``.options()`` costs about 40 us a call, as much as the submit.
         """
+        self.refuse_unoffered(task)
         resources = dict(task.resources)
-        for resource in resources:
-            if resource != "CPU" and not any(
-                n.get("Resources", {}).get(resource) for n in self._nodes_at_start
-            ):
-                # Ray would keep such a task pending as "infeasible", forever.
-                raise BackendUnavailableError(
-                    f"task {task.key} needs {resource}, which no Ray node in use has"
-                )
         options: dict[str, Any] = {
             "num_cpus": resources.pop("CPU", 1),
-            "max_retries": self.options.retries,  # reruns after the worker died
+            "max_retries": self.spec.retries,  # reruns after the worker died
             "retry_exceptions": False,  # a task that raises fails the run at once
             **self._placement(),
         }
@@ -389,30 +253,23 @@ class RayBackend(Backend):
         self._remotes[(task.func, *task.resources.items())] = remote
         return remote
 
-    def gather(self, handles: Sequence[ray.ObjectRef], timeout: float | None) -> list[TaskOutput]:
+    def gather(self, handles: Sequence[ray.ObjectRef], timeout: float | None) -> Gathered:
         refs, self._refs = self._refs, []
         failed = True
-        self.last_retried = 0
         try:
             outputs = [from_wire(o) for o in ray.get(list(handles), timeout=timeout)]
             failed = False
-            attempts = {t.key: t.attempt for o in outputs for t in o.traces}
-            self.last_retried = sum(attempts.values())
-            return outputs
         except GetTimeoutError:
             running = _not_ready(refs)
             for ref in running:
                 ray.cancel(ref, force=True)  # ends the worker process running it
-            raise RunTimeoutError(
-                f"run timed out after {timeout:g} s: {len(running)} task(s) still running"
-                " (raise --timeout or use more chunks)"
-            ) from None
+            raise timed_out(len(running), after=timeout) from None
         except RayTaskError as exc:
-            raise _task_error(exc, self.options.retries) from None
-        except (WorkerCrashedError, NodeDiedError, ObjectLostError) as exc:
-            raise _worker_lost(exc, self.options.retries) from None
+            raise _task_error(exc, self.spec.retries) from None
+        except LOST as exc:
+            raise _worker_lost(exc, self.spec.retries) from None
         except TaskCancelledError as exc:
-            raise ExecutionError(f"a task was cancelled: {_first_line(exc)}") from None
+            raise ExecutionError(f"a task was cancelled: {one_line(exc)}") from None
         except SystemExit:
             if self._signalled is not None:
                 raise self._signalled from None
@@ -421,6 +278,8 @@ class RayBackend(Backend):
             if failed:
                 for ref in _not_ready(refs):
                     ray.cancel(ref)
+        attempts = {t.key: t.attempt for o in outputs for t in o.traces}
+        return Gathered(outputs, sum(attempts.values()))
 
     # --- what the records and a sweep need to know --------------------------------------------
 
@@ -453,10 +312,8 @@ class RayBackend(Backend):
 
     def preflight(self, expected_workers: int, settle: float = 3.0) -> list[str]:
         """Missing nodes or CPUs, and CPUs busy with other tasks or actors."""
-        problems = []
         nodes = self._used_nodes()
-        if self.chosen is not None and len(nodes) < len(self.chosen):
-            problems.append(f"ray: {len(nodes)} of the {len(self.chosen)} chosen node(s) alive")
+        problems = self.chosen_problems(n["NodeID"] for n in nodes)
         cpus = sum(_cpus(n) for n in nodes)
         if cpus < expected_workers:
             problems.append(f"ray: {cpus:g} CPU(s) up, {expected_workers} expected")
@@ -475,22 +332,16 @@ class RayBackend(Backend):
 
 
 def _task_error(exc: RayTaskError, retries: int) -> Exception:
+    """The runner error for a task that raised: the worker's TaskFailedError (Ray's ``cause``)."""
     cause = getattr(exc, "cause", None)
-    if isinstance(cause, TaskFailedError):
-        return TaskFailedError(str(cause))
-    if isinstance(cause, (WorkerCrashedError, NodeDiedError, ObjectLostError)):
+    if isinstance(cause, LOST):
         return _worker_lost(cause, retries)  # a task upstream lost its worker once too often
     name = getattr(exc, "function_name", "a task")
-    if cause is not None:
-        return TaskFailedError(f"{name} failed: {type(cause).__name__}: {_first_line(cause)}")
-    return TaskFailedError(f"{name} failed: {_first_line(exc)}")
+    return task_failed(cause if cause is not None else exc, name, remote=str(exc))
 
 
-def _worker_lost(exc: BaseException, retries: int) -> WorkerLostError:
-    return WorkerLostError(
-        f"a task was lost with its Ray worker or node more often than --retries {retries}"
-        f" allows (out of memory, or a crash in the task?): {_first_line(exc)}"
-    )
+def _worker_lost(exc: BaseException, retries: int) -> Exception:
+    return worker_lost("a task", None, retries, holder="Ray worker or node", detail=one_line(exc))
 
 
 def _not_ready(refs: list[ray.ObjectRef]) -> list[ray.ObjectRef]:
@@ -517,8 +368,3 @@ def _is_head(node: dict[str, Any]) -> bool:
 
 def _cpus(node: dict[str, Any]) -> float:
     return float(node.get("Resources", {}).get("CPU", 0.0))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = re.sub(r"\s+", " ", str(exc)).strip() or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."

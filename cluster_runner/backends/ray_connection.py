@@ -27,8 +27,10 @@ from typing import Any
 import ray
 
 from cluster_runner.backends.addresses import parse_address, probe
-from cluster_runner.backends.base import SINGLE_THREAD_ENV
+from cluster_runner.backends.cluster import EnvPatch
+from cluster_runner.backends.failures import one_line
 from cluster_runner.errors import BackendUnavailableError, ConnectError, RunnerError
+from cluster_runner.execution.tasks import SINGLE_THREAD_ENV
 
 #: Seconds (tries, a second apart) Ray waits for a GCS when the driver connects; default 20.
 GCS_WAIT_ENV = "RAY_gcs_server_port_wait_time_s"
@@ -68,19 +70,11 @@ def connect(target: str, shown: str, timeout: float) -> Any:
         except BaseException as exc:
             outcome["error"] = exc
 
-    # Ray's own wait for the GCS is shortened to fit.
-    wait = os.environ.get(GCS_WAIT_ENV)
-    os.environ[GCS_WAIT_ENV] = str(max(1, int(timeout)))
-    try:
-        with _quiet_stderr():
-            thread = threading.Thread(target=attempt, name="ray-connect", daemon=True)
-            thread.start()
-            thread.join(max(1.0, timeout - (time.monotonic() - began)))
-    finally:
-        if wait is None:
-            os.environ.pop(GCS_WAIT_ENV, None)
-        else:
-            os.environ[GCS_WAIT_ENV] = wait
+    with EnvPatch() as env, _quiet_stderr():
+        env.set(GCS_WAIT_ENV, str(max(1, int(timeout))))  # Ray's own wait, shortened to fit
+        thread = threading.Thread(target=attempt, name="ray-connect", daemon=True)
+        thread.start()
+        thread.join(max(1.0, timeout - (time.monotonic() - began)))
     if thread.is_alive():
         raise ConnectError(
             f"Ray at {shown} did not let the driver in within {timeout:g} s; is it the GCS"
@@ -149,7 +143,7 @@ def _quiet_stderr() -> Iterator[None]:
 
 
 def _connect_error(address: str, exc: BaseException) -> RunnerError:
-    text = _first_line(exc)
+    text = one_line(exc)
     if "InvalidAuthToken" in str(exc) or "no authentication token" in str(exc):
         return ConnectError(
             f"the Ray cluster at {address} refused the driver: its token is missing or wrong;"
@@ -166,8 +160,3 @@ def _connect_error(address: str, exc: BaseException) -> RunnerError:
         f"cannot connect to Ray at {address}: {text}; if the cluster uses token"
         f" authentication (Ray's default), {TOKEN_HINT}"
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."

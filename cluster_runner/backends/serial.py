@@ -16,6 +16,7 @@ class SerialBackend(ExecutorBackend):
     name = "serial"
 
     def start(self) -> None:
+        self.warm_up_driver()
         self.executor = SynchronousExecutor()
 
     def info(self) -> BackendInfo:

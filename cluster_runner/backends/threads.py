@@ -8,13 +8,12 @@ does not, except on a free-threaded build of CPython.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import os
 import platform
 import socket
 import sys
 import threading
 
-from cluster_runner.backends.base import BackendInfo, BackendOptions
+from cluster_runner.backends.base import BackendInfo
 from cluster_runner.backends.executor import ExecutorBackend
 
 
@@ -27,19 +26,16 @@ class ThreadsBackend(ExecutorBackend):
     name = "threads"
     identify = staticmethod(thread_identity)
 
-    def __init__(self, options: BackendOptions) -> None:
-        super().__init__(options)
-        self.workers = options.workers or os.cpu_count() or 1
-
     def start(self) -> None:
-        self.executor = cf.ThreadPoolExecutor(self.workers, thread_name_prefix="runner")
+        self.warm_up_driver()
+        self.executor = cf.ThreadPoolExecutor(self.spec.workers, thread_name_prefix="runner")
 
     def info(self) -> BackendInfo:
         gil = getattr(sys, "_is_gil_enabled", lambda: True)()
         return BackendInfo(
             self.name,
             platform.python_version(),
-            workers=self.workers,
+            workers=self.spec.workers,
             startup_s=self.startup_s,
             extra={"gil_enabled": gil},
         )

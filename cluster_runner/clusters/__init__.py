@@ -26,7 +26,7 @@ from cluster_runner.clusters.config import LocalClusterSpec
 from cluster_runner.clusters.processes import live_processes, survivors, with_children
 
 #: Engine -> the module that starts and stops its local cluster.
-ENGINES = {
+LOCAL_CLUSTER_MODULES = {
     "dask": "cluster_runner.clusters.dask_local",
     "ray": "cluster_runner.clusters.ray_local",
 }
@@ -35,7 +35,7 @@ ENGINES = {
 def engine_module(engine: str) -> ModuleType:
     """The module with ``start``, ``stop``, ``status``, ``healthy``, ``connected_nodes`` and
     ``driver_env`` for ``engine``'s local cluster."""
-    return importlib.import_module(ENGINES[engine])
+    return importlib.import_module(LOCAL_CLUSTER_MODULES[engine])
 
 
 def up(spec: LocalClusterSpec, folder: Path, stop_hint: str) -> dict[str, Any]:
@@ -70,4 +70,4 @@ def down(
     return len(procs), killed, left
 
 
-__all__ = ["ENGINES", "LocalClusterSpec", "down", "engine_module", "up"]
+__all__ = ["LOCAL_CLUSTER_MODULES", "LocalClusterSpec", "down", "engine_module", "up"]

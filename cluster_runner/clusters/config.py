@@ -23,21 +23,22 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from cluster_runner.errors import ClusterConfigError
+from cluster_runner.validation import STRICT_CONFIG, Boolean, Integer, Number, validate
 
 #: Folder under which each cluster started by ``runner cluster up`` keeps its state.
 STATE_DIR_ENV = "RUNNER_STATE_DIR"
 #: Searched before ./cluster_configs for a config or profile given by name.
 CONFIGS_DIR_ENV = "RUNNER_CLUSTER_CONFIGS"
-ENGINES = ("dask", "ray")
+#: The engines ``runner cluster`` can start on this machine.
+CLUSTER_ENGINES = ("dask", "ray")
 
-_COMMON = {"engine", "name", "nodes", "port", "timeout"}
-_KEYS = {"dask": _COMMON | {"threads", "dashboard"}, "ray": _COMMON | {"cpus"}}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -53,6 +54,46 @@ class LocalClusterSpec:
     dashboard: bool = False  # dask: serve the scheduler's dashboard, on 127.0.0.1
     timeout: float = 180.0  # seconds the cluster has to come up
     source: Path | None = None  # the file it was read from
+
+
+def _state_name(value: Any) -> Any:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ValueError("must be letters, digits, '.', '_' or '-'")
+    return value
+
+
+class _Engine(BaseModel):
+    """The one key read first: which engine's keys the rest of the file may use."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    engine: Literal[CLUSTER_ENGINES]  # type: ignore[valid-type]
+
+
+class ClusterConfigFile(BaseModel):
+    """The keys of a config that every engine takes, as the file spells them."""
+
+    model_config = STRICT_CONFIG
+    engine: Literal[CLUSTER_ENGINES]  # type: ignore[valid-type]
+    name: Annotated[str, BeforeValidator(_state_name)] | None = None
+    nodes: Integer = Field(2, ge=1)
+    port: Integer = Field(0, ge=0, le=65535)
+    timeout: Number = Field(180.0, ge=1.0)
+
+
+class DaskClusterConfig(ClusterConfigFile):
+    threads: Integer = Field(1, ge=1)  # threads per `dask worker`
+    dashboard: Boolean = False
+
+
+class RayClusterConfig(ClusterConfigFile):
+    cpus: Integer = Field(1, ge=1)  # CPUs each Ray node offers
+
+
+#: Engine -> the model of its config file.
+CONFIG_MODELS: dict[str, type[ClusterConfigFile]] = {
+    "dask": DaskClusterConfig,
+    "ray": RayClusterConfig,
+}
 
 
 def configs_dirs() -> list[Path]:
@@ -80,34 +121,30 @@ def find_file(value: str, suffix: str, what: str) -> Path:
 
 
 def load_cluster_config(path: Path | str) -> LocalClusterSpec:
-    """Read and check a ``runner cluster`` config (YAML)."""
+    """Read and check a ``runner cluster`` config (YAML): the engine first, then its keys."""
     path = Path(path)
     data = read_yaml(path)
-    engine = data.get("engine")
-    if engine not in ENGINES:
-        raise ClusterConfigError(
-            f"{path}: 'engine' must be one of {', '.join(ENGINES)}, not {engine!r}"
-        )
-    unknown = sorted(set(data) - _KEYS[engine])
-    if unknown:
-        raise ClusterConfigError(
-            f"{path}: unknown key {unknown[0]!r} for engine {engine}"
-            f" (known: {', '.join(sorted(_KEYS[engine]))})"
-        )
-    name = data.get("name", path.name.removesuffix(".yaml").removesuffix(".yml"))
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ClusterConfigError(
-            f"{path}: 'name' must be letters, digits, '.', '_' or '-', not {name!r}"
-        )
-    per_node_key = "threads" if engine == "dask" else "cpus"
+    where = str(path)
+    engine = validate(_Engine, data, where=where, error=ClusterConfigError).engine
+
+    def for_engine(detail: Any) -> str | None:
+        if detail["type"] != "extra_forbidden":
+            return None
+        known = ", ".join(sorted(CONFIG_MODELS[engine].model_fields))
+        return f"unknown key {detail['loc'][0]!r} for engine {engine} (known: {known})"
+
+    model: Any = validate(
+        CONFIG_MODELS[engine], data, where=where, error=ClusterConfigError, describe=for_engine
+    )
+    name = model.name or path.name.removesuffix(".yaml").removesuffix(".yml")
     return LocalClusterSpec(
         name=name,
-        engine=engine,
-        nodes=integer(path, data, "nodes", 2, minimum=1),
-        per_node=integer(path, data, per_node_key, 1, minimum=1),
-        port=integer(path, data, "port", 0, minimum=0, maximum=65535),
-        dashboard=boolean(path, data, "dashboard", False),
-        timeout=number(path, data, "timeout", 180.0, minimum=1.0),
+        engine=model.engine,
+        nodes=model.nodes,
+        per_node=model.threads if model.engine == "dask" else model.cpus,
+        port=model.port,
+        dashboard=getattr(model, "dashboard", False),
+        timeout=model.timeout,
         source=path,
     )
 
@@ -126,7 +163,7 @@ def state_folder(spec: LocalClusterSpec, root: Path | str | None = None) -> Path
     return (state_root(root) / spec.name).resolve()
 
 
-# --- checking values, shared with profiles ---------------------------------------------------
+# --- reading files, shared with profiles ---------------------------------------------------
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -145,56 +182,3 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ClusterConfigError(f"{path}: expected a mapping of keys to values at the top")
     return data
-
-
-def integer(
-    path: Path,
-    table: Mapping[str, Any],
-    key: str,
-    default: int | None,
-    *,
-    minimum: int,
-    maximum: int | None = None,
-    label: str | None = None,
-) -> Any:
-    """``table[key]`` as an int within bounds, ``default`` when absent."""
-    if key not in table:
-        return default
-    value = table[key]
-    bad = not isinstance(value, int) or isinstance(value, bool) or value < minimum
-    if bad or (maximum is not None and value > maximum):
-        bounds = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
-        raise ClusterConfigError(
-            f"{path}: {label or key!r} must be an integer {bounds}, not {value!r}"
-        )
-    return value
-
-
-def number(
-    path: Path,
-    table: Mapping[str, Any],
-    key: str,
-    default: float | None,
-    *,
-    minimum: float,
-    label: str | None = None,
-) -> Any:
-    """``table[key]`` as a float of at least ``minimum``, ``default`` when absent."""
-    if key not in table:
-        return default
-    value = table[key]
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum:
-        raise ClusterConfigError(
-            f"{path}: {label or key!r} must be a number >= {minimum:g}, not {value!r}"
-        )
-    return float(value)
-
-
-def boolean(
-    path: Path, table: Mapping[str, Any], key: str, default: bool, label: str | None = None
-) -> bool:
-    """``table[key]`` as a bool (true or false), ``default`` when absent."""
-    value = table.get(key, default)
-    if not isinstance(value, bool):
-        raise ClusterConfigError(f"{path}: {label or key!r} must be true or false, not {value!r}")
-    return value

@@ -22,8 +22,8 @@ from typing import Any
 
 import psutil
 
-from cluster_runner.backends.base import SINGLE_THREAD_ENV
 from cluster_runner.errors import ClusterConfigError, UsageError
+from cluster_runner.execution.tasks import SINGLE_THREAD_ENV
 
 LOOPBACK = "127.0.0.1"
 #: Pinned to one thread in every worker, so that N workers use N cores.
@@ -229,7 +229,7 @@ def python_env(extra: dict[str, str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def environment(changes: Mapping[str, str | None]) -> Iterator[None]:
+def modified_environ(changes: Mapping[str, str | None]) -> Iterator[None]:
     """Set (or, for ``None``, unset) environment variables for a while, then restore them."""
     saved = {name: os.environ.get(name) for name in changes}
     try:

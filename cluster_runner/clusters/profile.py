@@ -24,12 +24,14 @@ Relative paths are relative to the profile's own folder. A flag given on the com
 in a ``RUNNER_*`` environment variable) always wins over the profile; the profile wins over
 the command's own defaults.
 
-:func:`load_profile` checks everything at once, strictly: an unknown key, a value of the
-wrong type, or a file that is not there is one :class:`~cluster_runner.errors.ClusterConfigError`
-line naming the profile and the key. :func:`resolve` turns a profile into what a command
-needs: option values, :attr:`BackendOptions.extra <cluster_runner.backends.BackendOptions>`
-entries (the TLS files under the keys the Dask backend reads), and environment variables (a
-Ray cluster's token).
+:func:`load_profile` checks everything at once, strictly (:class:`ProfileFile`, a pydantic model
+checked by :func:`cluster_runner.validation.validate`): an unknown key, a value of the wrong type,
+or a file that is not there is one :class:`~cluster_runner.errors.ClusterConfigError` line naming
+the profile and the key. The ranges of the ``[defaults]`` are the options' own: click checks
+them when it applies the profile (``--cluster`` fills click's ``default_map``).
+:func:`resolve` turns a profile into what a command needs: option values,
+:attr:`BackendOptions.extra <cluster_runner.backends.BackendOptions>` entries (the TLS files
+under the keys the Dask backend reads), and environment variables (a Ray cluster's token).
 """
 
 from __future__ import annotations
@@ -38,17 +40,14 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator
 
 from cluster_runner.backends import REGISTRY as BACKENDS
-from cluster_runner.clusters.config import (
-    boolean,
-    integer,
-    load_cluster_config,
-    number,
-    state_folder,
-)
+from cluster_runner.clusters.config import load_cluster_config, state_folder
 from cluster_runner.errors import ClusterConfigError, UsageError
+from cluster_runner.validation import STRICT_CONFIG, Boolean, Integer, Number, validate
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,8 +58,56 @@ else:  # pragma: no cover
 TLS_KEYS = {"ca_file": "tls_ca_file", "cert": "tls_cert", "key": "tls_key"}
 #: Which backends each connection key makes sense for.
 _ONLY = {"tls": "dask", "insecure": "dask", "token_file": "ray"}
-_TOP = {"backend", "address", "cluster", "token_file", "insecure", "tls", "defaults"}
-_DEFAULTS = {"workers", "repeat", "warmup", "connect_timeout", "timeout"}
+_BACKEND_NAMES = tuple(BACKENDS)
+
+
+def _file_name(value: Any) -> Any:
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a file name")
+    return value
+
+
+def _address(value: Any) -> Any:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value.strip()
+
+
+#: A file named in a profile: a non-empty string, relative to the profile's folder.
+FileName = Annotated[str, BeforeValidator(_file_name)]
+
+
+class TlsFiles(BaseModel):
+    """``[tls]``: the client's TLS files for a Dask scheduler that requires TLS."""
+
+    model_config = STRICT_CONFIG
+    ca_file: FileName | None = None
+    cert: FileName | None = None
+    key: FileName | None = None
+
+
+class OptionDefaults(BaseModel):
+    """``[defaults]``: what the options default to; their ranges are checked by click."""
+
+    model_config = STRICT_CONFIG
+    workers: Integer | None = None
+    repeat: Integer | None = None
+    warmup: Integer | None = None
+    connect_timeout: Number | None = None
+    timeout: Number | None = None
+
+
+class ProfileFile(BaseModel):
+    """A profile as its file spells it; :class:`Profile` is what it means, files found."""
+
+    model_config = STRICT_CONFIG
+    backend: Literal[_BACKEND_NAMES]  # type: ignore[valid-type]
+    address: Annotated[str, BeforeValidator(_address)] | None = None
+    cluster: FileName | None = None
+    token_file: FileName | None = None
+    insecure: Boolean = False
+    tls: TlsFiles = TlsFiles()
+    defaults: OptionDefaults = OptionDefaults()
 
 
 @dataclass(frozen=True)
@@ -104,26 +151,20 @@ def load_profile(path: Path | str) -> Profile:
         raise ClusterConfigError(f"cannot read profile {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ClusterConfigError(f"profile {path} is not valid TOML: {exc}") from None
-    _no_unknown(path, data, _TOP, "")
-    backend = data.get("backend")
-    if backend not in BACKENDS:
-        raise ClusterConfigError(
-            f"{path}: 'backend' must be one of {', '.join(BACKENDS)}, not {backend!r}"
-        )
+    where = str(path)
+    checked = validate(ProfileFile, data, where=where, error=ClusterConfigError)
+    backend = checked.backend
     for key, engine in _ONLY.items():
         if key in data and backend != engine:
             raise ClusterConfigError(f"{path}: {key!r} applies to backend {engine} only")
-    if "address" in data and "cluster" in data:
+    if checked.address is not None and checked.cluster is not None:
         raise ClusterConfigError(f"{path}: give 'address' or 'cluster', not both")
-    address = data.get("address")
-    if address is not None and (not isinstance(address, str) or not address.strip()):
-        raise ClusterConfigError(f"{path}: 'address' must be a non-empty string, not {address!r}")
-    if (address is not None or "cluster" in data) and backend not in ("dask", "ray"):
+    if (checked.address or checked.cluster) and backend not in ("dask", "ray"):
         raise ClusterConfigError(
             f"{path}: backend {backend} runs on this machine only: it takes no address or"
             " cluster (use dask or ray)"
         )
-    cluster = _file(path, data, "cluster", "cluster")
+    cluster = _file(path, checked.cluster, "cluster")
     if cluster is not None:
         spec = load_cluster_config(cluster)
         if spec.engine != backend:
@@ -131,32 +172,16 @@ def load_profile(path: Path | str) -> Profile:
                 f"{path}: 'cluster' {cluster} is a {spec.engine} cluster, but the backend is"
                 f" {backend}"
             )
-    tls = data.get("tls", {})
-    if not isinstance(tls, dict):
-        raise ClusterConfigError(f"{path}: 'tls' must be a table ([tls])")
-    _no_unknown(path, tls, set(TLS_KEYS), "tls.")
-    defaults = data.get("defaults", {})
-    if not isinstance(defaults, dict):
-        raise ClusterConfigError(f"{path}: 'defaults' must be a table ([defaults])")
-    _no_unknown(path, defaults, _DEFAULTS, "defaults.")
-    checked = {
-        "workers": integer(path, defaults, "workers", None, minimum=1, label="defaults.workers"),
-        "repeat": integer(path, defaults, "repeat", None, minimum=1, label="defaults.repeat"),
-        "warmup": integer(path, defaults, "warmup", None, minimum=0, label="defaults.warmup"),
-        "connect_timeout": number(
-            path, defaults, "connect_timeout", None, minimum=0.1, label="defaults.connect_timeout"
-        ),
-        "timeout": number(path, defaults, "timeout", None, minimum=0.001, label="defaults.timeout"),
-    }
+    tls = checked.tls.model_dump(exclude_none=True)
     return Profile(
         path=path,
         backend=backend,
-        address=address.strip() if address else None,
+        address=checked.address,
         cluster=cluster,
-        token_file=_file(path, data, "token_file", "token_file"),
-        tls={k: _file(path, tls, k, f"tls.{k}") for k in tls},
-        insecure=boolean(path, data, "insecure", False),
-        defaults={k: v for k, v in checked.items() if v is not None},
+        token_file=_file(path, checked.token_file, "token_file"),
+        tls={k: _file(path, v, f"tls.{k}") for k, v in tls.items()},
+        insecure=checked.insecure,
+        defaults=checked.defaults.model_dump(exclude_none=True),
     )
 
 
@@ -192,22 +217,10 @@ def resolve(profile: Profile, state_root: Path | str | None = None) -> Resolved:
     return Resolved(profile, params, profile.extra, env)
 
 
-def _no_unknown(path: Path, table: Mapping[str, Any], known: set[str], prefix: str) -> None:
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ClusterConfigError(
-            f"{path}: unknown key {prefix + unknown[0]!r}"
-            f" (known: {', '.join(prefix + k for k in sorted(known))})"
-        )
-
-
-def _file(path: Path, table: Mapping[str, Any], key: str, label: str) -> Path | None:
-    """``table[key]``: a file that exists, relative to the profile's folder; None if absent."""
-    if key not in table:
+def _file(path: Path, value: str | None, label: str) -> Path | None:
+    """``value``: a file that exists, relative to the profile's folder; None if not given."""
+    if value is None:
         return None
-    value = table[key]
-    if not isinstance(value, str) or not value:
-        raise ClusterConfigError(f"{path}: {label!r} must be a file name, not {value!r}")
     found = (path.parent / Path(value).expanduser()).resolve()
     if not found.is_file():
         raise ClusterConfigError(f"{path}: {label!r}: no such file {found}")

@@ -48,9 +48,9 @@ from cluster_runner.clusters.processes import (
     LOOPBACK,
     THREAD_ENV,
     entry,
-    environment,
     live_processes,
     mark_alive,
+    modified_environ,
     python_env,
     read_state,
     record_children,
@@ -197,7 +197,7 @@ def connected_nodes(state: dict[str, Any], timeout: float = 10.0) -> list[str]:
 
     changes: dict[str, str | None] = {"RAY_AUTH_TOKEN": None, **driver_env(state)}
     try:
-        with environment(changes):
+        with modified_environ(changes):
             reread_auth_config()
             client = GcsClient(address=state["address"])
             infos = client.get_all_node_info(

@@ -1,28 +1,39 @@
-"""Options shared by several commands, and the parameter types that check them.
+"""Options shared by several commands, the parameter types that check them, and the one object
+that carries them.
 
 Each option is written once here and applied with a decorator, so ``submit`` and ``scale`` take
 ``--backend``, ``--workers`` and the rest with the same names, checks and help text.
+:func:`pass_run_options` gathers what the two commands share into one frozen :class:`RunOptions`
+(the job, the backend and how to reach it, the runs), which also makes their
+:class:`~cluster_runner.backends.BackendOptions`: the commands take only their own options.
 
-``--cluster PROFILE`` (:func:`backend_options`) fills in the other options from a runner profile
-(:mod:`cluster_runner.clusters.profile`): each option the user did not give, on the command line
-or in a ``RUNNER_*`` variable, takes the profile's value instead of its default (click's
-``ParameterSource`` tells the two apart). The command is then called with ``extra``, the
-profile's entries for ``BackendOptions.extra``.
+``--cluster PROFILE`` is an eager option: its callback loads the runner profile
+(:mod:`cluster_runner.clusters.profile`) before any other option is read, and puts the profile's
+values in the context's ``default_map``. Click itself then applies the usual precedence:
+command line, then ``RUNNER_*`` variable, then the profile, then the option's default. The
+profile's ``BackendOptions.extra`` entries and environment variables wait in ``ctx.meta`` for
+:func:`pass_run_options`.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cluster_runner.backends import REGISTRY as BACKENDS
-from cluster_runner.errors import JobSpecError, UsageError
+from cluster_runner.errors import ClusterConfigError, JobSpecError, UsageError
 from cluster_runner.runs.faults import FAULTS
+
+if TYPE_CHECKING:
+    from cluster_runner.backends import BackendOptions
+    from cluster_runner.clusters.profile import Resolved
+    from cluster_runner.jobspec import JobSpec
 
 F = Callable[..., Any]
 
@@ -119,9 +130,12 @@ def backend_options(func: F, *, multiple: bool = False) -> F:
         "--cluster",
         default=None,
         metavar="PROFILE",
+        is_eager=True,  # read first, so that its values are defaults for every other option
+        expose_value=False,
+        callback=_apply_profile,
         help="A runner profile: a .toml file, or a name in cluster_configs/ (local-dask). It"
         " sets the backend, the address and defaults; flags given here win.",
-    )(_with_profile(func))
+    )(func)
     func = click.option(
         "--start-method",
         type=click.Choice(["spawn", "forkserver", "fork"]),
@@ -203,47 +217,160 @@ def run_options(func: F) -> F:
     )(func)
 
 
+#: Where ``--cluster``'s callback leaves the resolved profile for :func:`pass_run_options`.
+_PROFILE = "cluster_runner.profile"
 _UNSET = (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP)
 
 
-def _with_profile(func: F) -> F:
-    """Wrap a command so that ``--cluster`` fills in the options the user left unset."""
+def _apply_profile(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Load the profile ``--cluster`` names and make its values the context's defaults.
+
+    Each value is checked by the option it fills (its type and range, as click would when it
+    applies it), but worded with the profile's file and key.
+    """
+    if value is None or ctx.resilient_parsing:
+        return
+    from cluster_runner.clusters.config import find_file
+    from cluster_runner.clusters.profile import load_profile, resolve
+
+    resolved = resolve(load_profile(find_file(value, ".toml", "runner profile")))
+    options = {p.name: p for p in ctx.command.params}
+    defaults: dict[str, Any] = {}
+    for name, given in resolved.params.items():
+        if name == "backend" and "backends" in options:
+            name, given = "backends", [given]
+        if name not in options:
+            continue
+        try:
+            options[name].type_cast_value(ctx, given)
+        except click.BadParameter as exc:
+            key = f"defaults.{name}" if name in resolved.profile.defaults else name
+            raise ClusterConfigError(f"{resolved.profile.path}: {key!r}: {exc.message}") from None
+        defaults[name] = given
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    ctx.meta[_PROFILE] = resolved
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What ``submit`` and ``scale`` share, gathered once from their options and a profile."""
+
+    job_path: str  # --job: a file, or a name in jobs/
+    overrides: tuple[str, ...]  # --set [STAGE.]KEY=VALUE
+    backends: tuple[str, ...]  # --backend: one for submit, one or more for scale
+    address: str | None  # --address (or the profile's): an existing cluster
+    connect_timeout: float  # --connect-timeout
+    start_method: str | None  # --start-method, local backend only
+    repeat: int  # --repeat: timed runs
+    warmup: int  # --warmup: untimed runs first
+    out_dir: str  # --out: folder of the results file
+    timeout: float | None  # --timeout: seconds a run may take
+    retries: int  # --retries: reruns of a task lost with its worker
+    fault: str | None  # --inject-fault
+    extra: Mapping[str, Any] = field(default_factory=dict)  # profile TLS files; --tls-* win
+    env: Mapping[str, str | None] = field(default_factory=dict)  # the profile's variables
+
+    @property
+    def backend(self) -> str:
+        """The one backend of a command that takes one (``submit``)."""
+        return self.backends[0]
+
+    @property
+    def connection(self) -> dict[str, Any]:
+        """The ``BackendOptions`` fields every engine of the command shares."""
+        return {
+            "address": self.address,
+            "connect_timeout": self.connect_timeout,
+            "start_method": self.start_method,
+            "retries": self.retries,
+            "extra": dict(self.extra),
+        }
+
+    def load_job(self) -> JobSpec:
+        """The job ``--job`` names, with the ``--set`` overrides applied and checked."""
+        from cluster_runner.jobspec import load_job
+
+        return load_job(resolve_job(self.job_path), self.overrides)
+
+    def backend_options(
+        self,
+        *,
+        workers: int | None,
+        gpu: bool,
+        warm_up: Sequence[Callable[[], Any]] = (),
+        nodes: int | None = None,
+    ) -> BackendOptions:
+        """The options of one engine: these shared ones, and its own size."""
+        from cluster_runner.backends import BackendOptions
+
+        return BackendOptions(
+            workers=workers, nodes=nodes, gpu=gpu, warm_up=tuple(warm_up), **self.connection
+        )
+
+
+#: Parameters of a command that :func:`pass_run_options` gathers into :class:`RunOptions`.
+_RUN_FIELDS = (
+    "job_path",
+    "overrides",
+    "address",
+    "connect_timeout",
+    "start_method",
+    "repeat",
+    "warmup",
+    "out_dir",
+    "timeout",
+    "retries",
+    "fault",
+)
+
+
+def pass_run_options(func: F) -> F:
+    """Call the command with ``run``, one :class:`RunOptions`, instead of the options it holds.
+
+    Also where a ``--backend`` flag that contradicts the profile's cluster is refused, and
+    where the profile's environment variables are set while the command runs.
+    """
 
     @functools.wraps(func)
-    def wrapper(*args: Any, cluster: str | None = None, **kwargs: Any) -> Any:
-        if cluster is None:
-            return func(*args, extra={}, **kwargs)
-        from cluster_runner.clusters.config import find_file
-        from cluster_runner.clusters.processes import environment
-        from cluster_runner.clusters.profile import load_profile, resolve
-
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
-        resolved = resolve(load_profile(find_file(cluster, ".toml", "runner profile")))
-        params = {p.name: p for p in ctx.command.params}
-        for name, value in resolved.params.items():
-            if name == "backend" and "backends" in params:
-                name, value = "backends", [value]
-            if name not in params:
-                continue
-            if isinstance(params[name].type, IntList) and not isinstance(value, list):
-                value = [value]
-            if ctx.get_parameter_source(name) in _UNSET:
-                kwargs[name] = value
-            elif (
-                name in ("backend", "backends")
-                and kwargs[name] != value
-                and "address" in resolved.params
-                and ctx.get_parameter_source("address") in _UNSET
-            ):
-                given = ",".join(kwargs[name]) if name == "backends" else kwargs[name]
-                raise UsageError(
-                    f"--backend {given} does not match the profile {resolved.profile.path},"
-                    f" whose cluster runs {resolved.profile.backend}"
-                )
-        with environment(resolved.env):
-            return func(*args, extra=resolved.extra, **kwargs)
+        resolved: Resolved | None = ctx.meta.get(_PROFILE)
+        name = "backends" if "backends" in kwargs else "backend"
+        backends = kwargs.pop(name)
+        backends = tuple(backends) if name == "backends" else (backends,)
+        security = {key: kwargs.pop(key) for key in SECURITY_KEYS}
+        if resolved is not None:
+            _check_backend(ctx, resolved, name, backends)
+        run = RunOptions(
+            **{key: kwargs.pop(key) for key in _RUN_FIELDS},
+            backends=backends,
+            extra={
+                **(resolved.extra if resolved else {}),
+                **{key: value for key, value in security.items() if value},
+            },
+            env=resolved.env if resolved else {},
+        )
+        if not run.env:
+            return func(*args, run=run, **kwargs)
+        from cluster_runner.clusters.processes import modified_environ
+
+        with modified_environ(run.env):
+            return func(*args, run=run, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _check_backend(
+    ctx: click.Context, resolved: Resolved, name: str, backends: tuple[str, ...]
+) -> None:
+    """Refuse ``--backend X`` with a profile whose address is a cluster of another engine."""
+    given = ctx.get_parameter_source(name) not in _UNSET
+    mine = ctx.get_parameter_source("address") in _UNSET and "address" in resolved.params
+    if given and mine and backends != (resolved.profile.backend,):
+        raise UsageError(
+            f"--backend {','.join(backends)} does not match the profile"
+            f" {resolved.profile.path}, whose cluster runs {resolved.profile.backend}"
+        )
 
 
 #: The ``BackendOptions.extra`` keys of the security options (cluster profiles' ``[tls]`` use them).
@@ -251,15 +378,9 @@ SECURITY_KEYS = ("tls_ca_file", "tls_cert", "tls_key", "insecure")
 
 
 def security_options(func: F) -> F:
-    """``--tls-ca-file``, ``--tls-cert``, ``--tls-key`` and ``--insecure``, passed to the
-    command as one ``security`` mapping of the options given (for ``BackendOptions.extra``)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        given = {key: kwargs.pop(key) for key in SECURITY_KEYS}
-        security = {key: value for key, value in given.items() if value}
-        return func(*args, security=security, **kwargs)
-
+    """``--tls-ca-file``, ``--tls-cert``, ``--tls-key`` and ``--insecure``: the options given
+    reach ``BackendOptions.extra`` through :attr:`RunOptions.extra`."""
+    wrapper = func
     tls = click.Path(dir_okay=False)  # checked by the backend, with the address, in one line
     for flag, key, text in (
         ("--insecure", "insecure", None),

@@ -8,9 +8,10 @@ import click
 
 from cluster_runner.commands.options import (
     IntList,
+    RunOptions,
     backend_options,
     job_options,
-    resolve_job,
+    pass_run_options,
     run_options,
     security_options,
 )
@@ -24,6 +25,7 @@ def _default_workers() -> list[int]:
 
 
 @click.command(context_settings={"default_map": {"repeat": 5, "warmup": 1}})
+@pass_run_options
 @job_options
 @lambda func: backend_options(func, multiple=True)
 @security_options
@@ -68,26 +70,13 @@ def _default_workers() -> list[int]:
 )
 @run_options
 def scale(
-    job_path,
-    overrides,
-    gpu,
-    backends,
-    address,
-    connect_timeout,
-    start_method,
-    workers,
-    nodes,
-    mode,
-    chunks,
-    repeat,
-    warmup,
-    out_dir,
-    timeout,
-    retries,
-    fault,
-    keep_going,
-    security,
-    extra,
+    run: RunOptions,
+    workers: list[int] | None,
+    nodes: list[int] | None,
+    mode: str,
+    chunks: list[int] | None,
+    gpu: bool,
+    keep_going: bool,
 ) -> int:
     """Time a job at several sizes on one or more backends; exit 0 if every run verified.
 
@@ -109,14 +98,14 @@ def scale(
     from cluster_runner.backends import backend_class, create_backend
     from cluster_runner.console import console
     from cluster_runner.devices import require_gpu
-    from cluster_runner.jobspec import load_job
     from cluster_runner.results import ResultsWriter, results_path
     from cluster_runner.runs.faults import check_supported
     from cluster_runner.sweeps.plan import plan_sweep
 
-    job = load_job(resolve_job(job_path), overrides)
+    job = run.load_job()
+    backends = run.backends
     for name in backends:
-        check_supported(fault, name, backend_class(name).worker_processes)
+        check_supported(run.fault, name, backend_class(name).worker_processes)
     plan = plan_sweep(
         job,
         backends,
@@ -124,32 +113,38 @@ def scale(
         nodes=nodes or [],
         chunks=chunks or [],
         mode=mode,
-        address=address,
-        connect_timeout=connect_timeout,
-        start_method=start_method,
         gpu=gpu,
-        retries=retries,
-        extra={**extra, **security},  # a --cluster profile's TLS files; --tls-* flags win
+        **run.connection,  # what every engine shares: address, TLS files (flags win), ...
     )
     for step in plan.steps:  # bad options (an address, TLS files) fail now, in one line
         for engine in step.engines:
             create_backend(engine.backend, engine.options)  # checks; starts nothing
-    if (gpu or job.uses_gpu) and not address:
+    if (gpu or job.uses_gpu) and not run.address:
         require_gpu()  # a clear error now, before anything starts (a cluster checks its own)
     out = console()
-    path = results_path(out_dir, job.name, "+".join(backends))
+    path = results_path(run.out_dir, job.name, "+".join(backends))
     sizes = ",".join(str(s.size) for s in plan.steps)
     more = f", chunks {','.join(map(str, chunks))}" if chunks and len(chunks) > 1 else ""
     out.print(
         f"[bold]{job.name}[/]: {mode} scaling of {', '.join(backends)} over"
         f" {'nodes' if nodes else 'workers'} {sizes}{more};"
-        f" {warmup} warm-up + {repeat} timed run(s) a point"
+        f" {run.warmup} warm-up + {run.repeat} timed run(s) a point"
     )
     for note in plan.notes:
         out.print(f"note: {note}")
     out.print(f"results: {path}")
     with ResultsWriter(path) as writer:
-        outcome = _sweep(plan, writer, out, warmup, repeat, timeout, retries, fault, keep_going)
+        outcome = _sweep(
+            plan,
+            writer,
+            out,
+            run.warmup,
+            run.repeat,
+            run.timeout,
+            run.retries,
+            run.fault,
+            keep_going,
+        )
     if outcome.records:
         _summary(path, out)
     verdict = "[green]every run verified[/]" if outcome.ok else "[red]not every point verified[/]"
@@ -209,15 +204,15 @@ def _sweep(plan, writer, out, warmup, repeat, timeout, retries, fault=None, keep
                 )
 
         def finished(self, record):
-            label = record["labels"].get("point", record["backend"]["name"])
-            if record["status"] == "skipped":
+            label = record.labels.point or record.backend.name
+            if record.status == "skipped":
                 return
-            kind = "warm-up" if record["warmup"] else f"run {record['labels']['round'] + 1}"
+            kind = "warm-up" if record.warmup else f"run {record.labels.round + 1}"
             mark = {"verified": "[green]verified[/]", "unverified": "[red]NOT verified[/]"}
-            status = mark.get(record["status"], f"[red]{record['status']}[/]")
-            error = f": {escape(record['error'])}" if record.get("error") else ""
+            status = mark.get(record.status, f"[red]{record.status}[/]")
+            error = f": {escape(record.error)}" if record.error else ""
             progress.console.print(
-                f"{escape(label)} {kind}: {status} in {record['wall_s']:.3f} s{error}"
+                f"{escape(label)} {kind}: {status} in {record.wall_s:.3f} s{error}"
             )
 
         def advance(self, runs):

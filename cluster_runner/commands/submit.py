@@ -7,15 +7,17 @@ import statistics
 import click
 
 from cluster_runner.commands.options import (
+    RunOptions,
     backend_options,
     job_options,
-    resolve_job,
+    pass_run_options,
     run_options,
     security_options,
 )
 
 
 @click.command()
+@pass_run_options
 @job_options
 @backend_options
 @security_options
@@ -29,24 +31,7 @@ from cluster_runner.commands.options import (
     "--gpu", is_flag=True, help="Run the array stages (array_means, dot) on GPUs, with CuPy."
 )
 @run_options
-def submit(
-    job_path,
-    overrides,
-    gpu,
-    backend,
-    workers,
-    address,
-    connect_timeout,
-    start_method,
-    repeat,
-    warmup,
-    out_dir,
-    timeout,
-    retries,
-    fault,
-    security,
-    extra,
-) -> int:
+def submit(run: RunOptions, workers: int | None, gpu: bool) -> int:
     """Run a job's graph on one backend; exit 0 if every result verified, 1 if not.
 
     Each run is appended to a JSON Lines file under --out the moment it ends.
@@ -60,32 +45,23 @@ def submit(
       runner submit --job jobs/full.toml --backend dask --inject-fault kill-worker
       runner submit --job jobs/full.toml --gpu
     """
-    from cluster_runner.backends import BackendOptions, backend_class, create_backend
+    from cluster_runner.backends import backend_class, create_backend
     from cluster_runner.console import console, run_line, stage_table
     from cluster_runner.devices import require_gpu
-    from cluster_runner.jobspec import load_job
-    from cluster_runner.results import ResultsWriter, results_path
+    from cluster_runner.results import ResultsWriter, RunRecord, results_path
     from cluster_runner.runs.faults import check_supported
     from cluster_runner.runs.job import run_job
 
-    job = load_job(resolve_job(job_path), overrides)
-    check_supported(fault, backend, backend_class(backend).worker_processes)
+    job = run.load_job()
+    check_supported(run.fault, run.backend, backend_class(run.backend).worker_processes)
     if gpu:
         job = job.on_gpu()
-    if job.uses_gpu and not address:
+    if job.uses_gpu and not run.address:
         require_gpu()  # a clear error now, before anything starts (a cluster checks its own)
-    options = BackendOptions(
-        workers=workers,
-        address=address,
-        connect_timeout=connect_timeout,
-        start_method=start_method,
-        gpu=job.uses_gpu,
-        retries=retries,
-        extra={**extra, **security},  # a --cluster profile's TLS files; --tls-* flags win
-    )
+    options = run.backend_options(workers=workers, gpu=job.uses_gpu, warm_up=job.warm_ups())
     out = console()
-    engine = create_backend(backend, options)
-    path = results_path(out_dir, job.name, backend)
+    engine = create_backend(run.backend, options)
+    path = results_path(run.out_dir, job.name, run.backend)
     with ResultsWriter(path) as writer:
         out.print(
             f"[bold]{job.name}[/]: {job.description or ''} "
@@ -96,24 +72,24 @@ def submit(
             out.print(_backend_line(info))
             out.print(f"results: {path}")
 
-            def on_record(record: dict) -> None:
+            def on_record(record: RunRecord) -> None:
                 writer.append(record)
-                out.print(run_line(record, warmup + repeat))
+                out.print(run_line(record, run.warmup + run.repeat))
 
             records = run_job(
                 job,
                 engine,
-                repeat=repeat,
-                warmup=warmup,
-                timeout=timeout,
-                retries=retries,
+                repeat=run.repeat,
+                warmup=run.warmup,
+                timeout=run.timeout,
+                retries=run.retries,
                 on_record=on_record,
-                fault=fault,
+                fault=run.fault,
             )
-    timed = [r for r in records if not r["warmup"]]
+    timed = [r for r in records if not r.warmup]
     out.print(stage_table(timed))
-    ok = all(r["status"] == "verified" for r in records)
-    total = statistics.median(r["wall_s"] for r in timed)
+    ok = all(r.status == "verified" for r in records)
+    total = statistics.median(r.wall_s for r in timed)
     verdict = "[green]all stages verified[/]" if ok else "[red]verification FAILED[/]"
     out.print(f"{verdict}; median wall time {total:.3f} s over {len(timed)} run(s)")
     return 0 if ok else 1

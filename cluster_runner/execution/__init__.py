@@ -1,5 +1,6 @@
 """The graph walk: running a workload graph on a started backend, task by task or all at once.
 
 - :mod:`.walk`: :func:`~.walk.execute`, the one walk every backend is driven by;
-- :mod:`.batching`: how many ready tasks a pool backend gets in one message.
+- :mod:`.batching`: how many ready tasks a pool backend gets in one message;
+- :mod:`.tasks`: what runs on a worker: a task timed, traced, its error kept with its traceback.
 """

@@ -1,23 +1,27 @@
 """The graph walk, written once for every backend.
 
 :func:`execute` runs a :class:`~cluster_runner.graph.Graph` on a started backend and returns the
-values of its sinks and a :class:`~cluster_runner.backends.base.TaskTrace` for every task.
+values of its sinks and a :class:`~cluster_runner.execution.tasks.TaskTrace` for every task.
 
-Two policies, chosen by the backend's ``native_dependencies`` flag:
+Two policies, chosen by the backend's ``native_dependencies`` flag, each calling exactly the
+methods its kind of backend declares (:mod:`cluster_runner.backends.base`):
 
-*Native* (Dask, Ray): submit every task at once in topological order, passing upstream handles
-as arguments; the engine resolves them on the workers. The driver then waits for the sinks
-only, and reads every task's trace from the traces that travelled along with the values.
+*Native* (a :class:`~cluster_runner.backends.base.GraphBackend`: Dask, Ray): ``submit`` every
+task in topological order, passing upstream handles as arguments; the engine resolves them on
+the workers. The driver then ``gather``-s the sinks only, and reads every task's trace from the
+traces that travelled along with the values; the engine says how many tasks it reran.
 
-*Ready-driven* (serial, threads, local): an executor knows nothing of dependencies, so a task
-becomes ready the moment its last dependency finishes, with the values filled in. Ready tasks
-are sent in batches (:mod:`cluster_runner.execution.batching`: one message per batch, sized
+*Ready-driven* (a :class:`~cluster_runner.backends.base.PoolBackend`: serial, threads, local):
+an executor knows nothing of dependencies, so a task becomes ready the moment its last
+dependency finishes, with the values filled in. Ready tasks are sent with ``submit_batch``, in
+batches (:mod:`cluster_runner.execution.batching`: one message per batch, sized
 from the task times measured so far), a few batches per worker at a time. Completions arrive
 through a queue fed by ``Future.add_done_callback``, which costs O(1) per batch, where
 ``concurrent.futures.wait`` over all running futures would cost O(running) per completion.
 If the pool breaks because a worker died, the backend replaces it and every task that was in
 flight is submitted again, each at most ``retries`` times; the count of resubmissions is
-reported.
+reported. A task that raises fails the run with a
+:class:`~cluster_runner.errors.TaskFailedError` that keeps the worker's traceback.
 
 Every wait is bounded by the run's deadline.
 """
@@ -29,11 +33,13 @@ import queue
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from cluster_runner.backends.base import Backend, TaskTrace
-from cluster_runner.errors import RunnerError, RunTimeoutError, TaskFailedError, WorkerLostError
+from cluster_runner.backends.base import Backend, GraphBackend, PoolBackend
+from cluster_runner.backends.failures import timed_out, worker_lost
+from cluster_runner.errors import RunnerError, TaskFailedError
 from cluster_runner.execution.batching import BatchSizer
+from cluster_runner.execution.tasks import TaskTrace
 from cluster_runner.graph import Graph, Ref
 
 #: Default number of tasks a run may resubmit after losing workers.
@@ -56,34 +62,34 @@ def execute(
     """Run ``graph`` on ``backend``; raise a :class:`RunnerError` if it fails or times out."""
     deadline = None if timeout is None else time.monotonic() + timeout
     if backend.native_dependencies:
-        return _execute_native(graph, backend, deadline)
-    return _execute_ready(graph, backend, deadline, retries)
+        return _execute_native(graph, cast(GraphBackend, backend), deadline)
+    return _execute_ready(graph, cast(PoolBackend, backend), deadline, retries)
 
 
 def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-def _execute_native(graph: Graph, backend: Backend, deadline: float | None) -> GraphResult:
+def _execute_native(graph: Graph, backend: GraphBackend, deadline: float | None) -> GraphResult:
     handles: dict[str, Any] = {}
     for task in graph:
         args = [handles[a.key] if isinstance(a, Ref) else a for a in task.args]
         handles[task.key] = backend.submit(task, args)
     sinks = graph.sinks()
-    outputs = backend.gather([handles[key] for key in sinks], _remaining(deadline))
+    gathered = backend.gather([handles[key] for key in sinks], _remaining(deadline))
     traces: dict[str, TaskTrace] = {}
-    for output in outputs:
+    for output in gathered.outputs:
         for trace in output.traces:
             traces.setdefault(trace.key, trace)
     return GraphResult(
-        {k: o.value for k, o in zip(sinks, outputs, strict=False)},
+        {k: o.value for k, o in zip(sinks, gathered.outputs, strict=False)},
         list(traces.values()),
-        retried=getattr(backend, "last_retried", 0),
+        retried=gathered.retried,
     )
 
 
 def _execute_ready(
-    graph: Graph, backend: Backend, deadline: float | None, retries: int
+    graph: Graph, backend: PoolBackend, deadline: float | None, retries: int
 ) -> GraphResult:
     waiting = {task.key: len(set(task.dependencies)) for task in graph}
     users = graph.dependents()
@@ -121,11 +127,8 @@ def _execute_ready(
                 future = done.get(timeout=_remaining(deadline))
             except queue.Empty:
                 backend.abort_running()
-                raise RunTimeoutError(
-                    f"run timed out: {sum(map(len, running.values()))} task(s) still running,"
-                    f" e.g. {next(iter(running.values()))[0]} (raise --timeout or use more"
-                    " chunks)"
-                ) from None
+                example = next(iter(running.values()))[0]
+                raise timed_out(sum(map(len, running.values())), example=example) from None
             keys = running.pop(future, None)
             if keys is None:
                 continue  # a future of a pool that was replaced
@@ -141,10 +144,8 @@ def _execute_ready(
                 worst = max(lost, key=lambda k: attempts[k])
                 if attempts[worst] > retries:
                     backend.restart()  # a fresh pool for the next run
-                    raise WorkerLostError(
-                        f"task {worst} was lost with its worker {attempts[worst]} times, more"
-                        f" than --retries {retries} allows (out of memory, or a crash in the"
-                        f" task? {type(exc).__name__})"
+                    raise worker_lost(
+                        f"task {worst}", attempts[worst], retries, detail=type(exc).__name__
                     ) from None
                 retried += len(lost)
                 running.clear()
@@ -154,10 +155,8 @@ def _execute_ready(
                 continue
             except RunnerError:
                 raise
-            except Exception as exc:
-                raise TaskFailedError(
-                    f"task {keys[0]} failed: {type(exc).__name__}: {exc}"
-                ) from exc
+            except Exception as exc:  # not raised by a task (they raise TaskFailedError): keep it
+                raise TaskFailedError.from_exception(keys[0], exc) from exc
             busy = 0.0
             for key, output in zip(keys, outputs, strict=True):
                 values[key] = output.value

@@ -1,32 +1,12 @@
-"""Results records: their versioned JSON schema, the environment they describe, their storage.
+"""Results files: where run records are written as each run ends, and read back.
 
 A results file holds one JSON object per line (JSON Lines), one per run, appended and
 ``fsync``-ed the moment the run ends, so a sweep that is interrupted, or a machine that loses
 power, keeps every run that finished. Records are plain JSON: they are never pickled, and
 reading one never runs code.
 
-Schema history (bump :data:`SCHEMA_VERSION` on any change a reader must know about):
-
-1. First version: job, backend, per-stage wall times, results, verification, task placement,
-   environment. Added before release, readers need not check for them but must not require
-   them (records written by ``submit`` before they were added lack them):
-
-   - ``usage`` (per stage and per run): ``cpu_s``, CPU seconds of the driver's process tree
-     while the stage ran; ``peak_rss_bytes``, its largest sampled resident memory;
-     ``processes``; ``scope``, which says whether remote workers were outside the figures
-     (see :mod:`cluster_runner.runs.monitor`).
-   - ``status`` may be ``skipped``: a sweep point whose pre-flight found missing or busy
-     workers, not timed; ``error`` says why, ``stages`` is empty, ``wall_s`` is null.
-   - ``labels`` of a ``runner scale`` sweep (see :mod:`cluster_runner.sweeps.plan`): ``mode``,
-     ``axis``, ``size``, ``workers``, ``nodes``, ``chunks``, ``factor``, ``base_digest`` (of
-     the job before weak scaling or chunk overrides: what makes runs comparable), ``round``
-     (null for warm-ups), ``point`` and ``other_load`` (percent of the CPUs that processes
-     outside the sweep used just before its size was timed); all runs of a sweep share one
-     ``session``.
-   - ``fault``: the fault injected into the run (``--inject-fault``, e.g. ``kill-worker``) or
-     null; ``retried``: the tasks the run had to rerun after losing workers, the sum of its
-     stages' ``retried`` (which every record has). Reports never mix runs with and without
-     a fault.
+The format of a record, its types and the history of its versions live in
+:mod:`cluster_runner.results.records`, next to :data:`SCHEMA_VERSION`.
 
 A results file is only ever appended to. Its last line may be cut short by a crash or a power
 loss (the writer died mid-write); readers skip such a line with a warning, and refuse any other
@@ -36,27 +16,16 @@ line that is not a record of this format.
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import importlib.metadata
 import json
 import os
-import platform
-import socket
-import sys
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from cluster_runner.errors import ResultsFileError
-
-SCHEMA_VERSION = 1
-#: Every record carries this, so a reader can tell our files from any other JSON Lines file.
-RECORD_FORMAT = "cluster-runner/run"
-
-
-
+from cluster_runner.results.records import RECORD_FORMAT, SCHEMA_VERSION, RunRecord
 
 
 def new_id() -> str:
@@ -87,8 +56,13 @@ class ResultsWriter:
             ) from None
         self.count = 0
 
-    def append(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, sort_keys=True, default=_jsonable) + "\n")
+    def append(self, record: RunRecord | Mapping[str, Any]) -> None:
+        """Write one record (a mapping is read as a record's JSON first, so that what is written
+        is always a record) and make it durable before returning."""
+        if not isinstance(record, RunRecord):
+            record = RunRecord.from_json(record)
+        line = json.dumps(record.to_json(), sort_keys=True, default=_jsonable)
+        self._file.write(line + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
         self.count += 1
@@ -110,7 +84,7 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def read_records(paths: Iterable[str | Path]) -> Iterator[dict[str, Any]]:
+def read_records(paths: Iterable[str | Path]) -> Iterator[RunRecord]:
     """Every record of the given files (or of the ``*.jsonl`` files in given folders).
 
     A last line that is cut short (the writer died mid-line: the start of a JSON object, or
@@ -142,7 +116,14 @@ def read_records(paths: Iterable[str | Path]) -> Iterator[dict[str, Any]]:
                     f" {record['schema_version']}, newer than this runner"
                     f" reads ({SCHEMA_VERSION}): upgrade cluster-runner"
                 )
-            yield record
+            try:
+                typed = RunRecord.from_json(record)
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise ResultsFileError(
+                    f"{path}:{number} is not a complete cluster-runner record"
+                    f" ({type(exc).__name__}: {exc})"
+                ) from None
+            yield typed
 
 
 def _cut_short(line: str) -> bool:

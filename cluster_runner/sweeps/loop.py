@@ -13,7 +13,7 @@ from typing import Any
 
 from cluster_runner.backends import Backend, BackendInfo, create_backend
 from cluster_runner.errors import ExecutionError
-from cluster_runner.results import new_id
+from cluster_runner.results import RunRecord, SweepLabels, new_id
 from cluster_runner.runs.job import run_job, skipped_record
 from cluster_runner.runs.monitor import TreeMonitor
 from cluster_runner.sweeps.plan import Engine, Point, Step, SweepPlan, run_order
@@ -31,7 +31,7 @@ class SweepObserver:
     def checked(self, step: Step, load_percent: float, problems: dict[str, list[str]]) -> None:
         """The pre-flight of a size: other processes' CPU load, and each backend's problems."""
 
-    def finished(self, record: dict[str, Any]) -> None:
+    def finished(self, record: RunRecord) -> None:
         """A run ended (verified, unverified, failed) or a point was skipped."""
 
     def advance(self, runs: int) -> None:
@@ -60,7 +60,7 @@ def run_sweep(
     repeat: int,
     timeout: float | None = None,
     retries: int = 3,
-    on_record: Callable[[dict[str, Any]], None] = lambda record: None,
+    on_record: Callable[[RunRecord], None] = lambda record: None,
     observer: SweepObserver | None = None,
     fault: str | None = None,
     keep_going: bool = False,
@@ -76,11 +76,11 @@ def run_sweep(
     outcome = SweepOutcome()
     session = new_id()
 
-    def emit(record: dict[str, Any]) -> None:
+    def emit(record: RunRecord) -> None:
         on_record(record)
         outcome.records += 1
-        outcome.verified += record["status"] == "verified"
-        outcome.unverified_runs += record["status"] == "unverified"
+        outcome.verified += record.status == "verified"
+        outcome.unverified_runs += record.status == "unverified"
         observer.finished(record)
 
     for step in plan.steps:
@@ -195,18 +195,18 @@ def _busy(times: Any) -> float:
     return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
-def _labels(plan: SweepPlan, point: Point, round_: int | None, load: float) -> dict[str, Any]:
-    return {
-        "mode": plan.mode,
-        "axis": plan.axis,
-        "size": point.size,
-        "workers": point.workers,
-        "nodes": point.nodes,
-        "chunks": point.chunks,
-        "factor": point.factor,
-        "device": point.device,
-        "base_digest": plan.job.digest,
-        "round": round_,
-        "point": point.label,
-        "other_load": round(load, 1),
-    }
+def _labels(plan: SweepPlan, point: Point, round_: int | None, load: float) -> SweepLabels:
+    return SweepLabels(
+        mode=plan.mode,
+        axis=plan.axis,
+        size=point.size,
+        workers=point.workers,
+        nodes=point.nodes,
+        chunks=point.chunks,
+        factor=point.factor,
+        device=point.device,
+        base_digest=plan.job.digest,
+        round=round_,
+        point=point.label,
+        other_load=round(load, 1),
+    )

@@ -136,6 +136,7 @@ def plan_sweep(
                 gpu=gpu or job.uses_gpu,
                 retries=retries,
                 extra=dict(extra or {}),  # backend-specific settings (TLS files)
+                warm_up=job.warm_ups(),
             )
             expected = per_node * size if per_node else count
             points = tuple(

@@ -23,7 +23,7 @@ from cluster_runner.workloads.arrays import row_means_chunk, sampled_chunk
 from cluster_runner.workloads.base import (
     MAX_CHUNKS,
     Param,
-    Summary,
+    ResultSummary,
     Verification,
     Workload,
     digest,
@@ -104,9 +104,11 @@ class ArrayMeans(Workload):
         method = f"grand mean z = {z:+.2f} (|z| < {Z_LIMIT:g}); {note}"
         return Verification(bool(abs(z) < Z_LIMIT and exact), method, 0.5)
 
-    def summarize(self, params: Mapping[str, Any], value: Any) -> Summary:
+    def summarize(self, params: Mapping[str, Any], value: Any) -> ResultSummary:
         grand = float(np.mean(value))
-        return Summary(grand, f"mean of {len(value):,} row means = {grand:.6f}", digest(value))
+        return ResultSummary(
+            grand, f"mean of {len(value):,} row means = {grand:.6f}", digest(value)
+        )
 
 
 WORKLOAD = ArrayMeans()

@@ -8,11 +8,12 @@ workload's own module so that they pickle by reference on every backend.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,13 +21,22 @@ from cluster_runner.devices import GPU, gpu_info
 from cluster_runner.errors import JobSpecError
 from cluster_runner.graph import Graph, Phased, Ref
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+    from pydantic_core import ErrorDetails
+
 #: Largest task count a stage may ask for; beyond it the driver, not the work, is measured.
 MAX_CHUNKS = 1_000_000
 
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter of a workload: its type, range and meaning."""
+    """One parameter of a workload: its type, range and meaning.
+
+    A plain declaration, compiled into a pydantic model by :meth:`Workload.params_model` when a
+    job is validated: workload modules are imported by every worker (their task functions
+    pickle by reference), and a worker should not pay for importing pydantic.
+    """
 
     name: str
     kind: type  # int or str
@@ -35,39 +45,6 @@ class Param:
     minimum: int | None = None  # inclusive lower bound for ints
     maximum: int | None = None  # inclusive upper bound for ints
     choices: tuple[str, ...] | None = None  # allowed values for strings
-
-    def coerce(self, value: Any, where: str) -> Any:
-        """Return ``value`` as this parameter's type, or raise a one-line :class:`JobSpecError`."""
-        if self.kind is int:
-            number = _as_int(value)
-            if number is None:
-                raise JobSpecError(f"{where}: {self.name} must be an integer, got {value!r}")
-            value = number
-            if self.minimum is not None and value < self.minimum:
-                raise JobSpecError(f"{where}: {self.name} must be >= {self.minimum}, got {value}")
-            if self.maximum is not None and value > self.maximum:
-                raise JobSpecError(
-                    f"{where}: {self.name} must be <= {self.maximum:.0e}, got {value}"
-                )
-            return value
-        if not isinstance(value, str):
-            raise JobSpecError(f"{where}: {self.name} must be a string, got {value!r}")
-        if self.choices is not None and value not in self.choices:
-            raise JobSpecError(
-                f"{where}: {self.name} must be one of {', '.join(self.choices)}, got {value!r}"
-            )
-        return value
-
-
-def _as_int(value: Any) -> int | None:
-    """Accept ints and integral floats (``1e9`` in TOML is a float); refuse bools and others."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
-        return int(value)
-    return None
 
 
 @dataclass(frozen=True)
@@ -80,7 +57,7 @@ class Verification:
 
 
 @dataclass(frozen=True)
-class Summary:
+class ResultSummary:
     """A JSON-able digest of a stage's result, for tables and bit-for-bit comparisons."""
 
     value: Any  # a number, or a short list of numbers
@@ -110,30 +87,59 @@ class Workload(ABC):
     description: str
     params: tuple[Param, ...]
     weak_param: str  # the size parameter that grows with workers in weak scaling
+    #: Top-level, picklable functions of no arguments that load what the tasks need (compiled
+    #: kernels): backends run them once in the driver, then on each worker at start-up, so that
+    #: the first timed run does not pay for them (see ``JobSpec.warm_ups``).
+    warm_up: tuple[Callable[[], object], ...] = ()
 
     @property
     def param_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.params)
 
+    def params_model(self) -> type[BaseModel]:
+        """The pydantic model of this workload's parameters, compiled once from :attr:`params`."""
+        return _compile(type(self).__name__, self.params)
+
     def validate(self, values: Mapping[str, Any], where: str) -> dict[str, Any]:
         """Fill defaults, coerce types, check ranges; raise :class:`JobSpecError` on any fault."""
-        known = {p.name for p in self.params}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise JobSpecError(
-                f"{where}: unknown parameter {unknown[0]!r} for workload {self.name!r}"
-                f" (known: {', '.join(sorted(known))})"
-            )
-        out: dict[str, Any] = {}
-        for p in self.params:
-            if p.name in values:
-                out[p.name] = p.coerce(values[p.name], where)
-            elif p.default is None:
-                raise JobSpecError(f"{where}: missing required parameter {p.name!r}")
-            else:
-                out[p.name] = p.default
+        from cluster_runner.validation import validate
+
+        model = validate(
+            self.params_model(),
+            values,
+            where=where,
+            error=JobSpecError,
+            describe=self._describe,
+        )
+        out = model.model_dump()
         self.check(out, where)
         return out
+
+    def _describe(self, detail: ErrorDetails) -> str:
+        """A parameter error in the words job files have always had (``n must be >= 1, got 0``)."""
+        from cluster_runner.validation import field_name, is_type_error, plain
+
+        name, kind, given = field_name(detail), detail["type"], detail.get("input")
+        limit = (detail.get("ctx") or {}).get("ge", (detail.get("ctx") or {}).get("le"))
+        choices = next((p.choices for p in self.params if p.name == name), None)
+        if kind == "extra_forbidden":
+            return (
+                f"unknown parameter {name!r} for workload {self.name!r}"
+                f" (known: {', '.join(sorted(self.param_names))})"
+            )
+        if kind == "missing":
+            return f"missing required parameter {name!r}"
+        if kind == "greater_than_equal":
+            return f"{name} must be >= {limit}, got {plain(given)}"
+        if kind == "less_than_equal":
+            return f"{name} must be <= {limit:.0e}, got {plain(given)}"
+        if choices is not None and isinstance(given, str):
+            return f"{name} must be one of {', '.join(choices)}, got {given!r}"
+        if choices is not None or kind.startswith("string"):
+            return f"{name} must be a string, got {given!r}"
+        if is_type_error(detail):
+            return f"{name} must be an integer, got {given!r}"
+        return f"{name}: {detail['msg']}, got {given!r}"
 
     def check(self, params: Mapping[str, Any], where: str) -> None:
         """Cross-parameter checks (e.g. no more chunks than items); raise :class:`JobSpecError`."""
@@ -147,12 +153,34 @@ class Workload(ABC):
         """Check the reduce's value against an independent oracle."""
 
     @abstractmethod
-    def summarize(self, params: Mapping[str, Any], value: Any) -> Summary:
+    def summarize(self, params: Mapping[str, Any], value: Any) -> ResultSummary:
         """A JSON-able summary of the value for tables, records and comparisons."""
 
     def resources(self, params: Mapping[str, Any]) -> dict[str, float]:
         """Resources each chunk task needs beyond one CPU (``{"GPU": 1}`` for GPU stages)."""
         return {"GPU": 1} if params.get("device") == GPU else {}
+
+
+@functools.cache
+def _compile(name: str, params: tuple[Param, ...]) -> type[BaseModel]:
+    """A pydantic model with one field a parameter: TOML's ``1e9`` is an int, ``true`` is not."""
+    from typing import Literal
+
+    from pydantic import Field, create_model
+
+    from cluster_runner.validation import STRICT_CONFIG, Integer
+
+    fields: dict[str, Any] = {}
+    for p in params:
+        default = ... if p.default is None else p.default
+        if p.kind is int:
+            kind: Any = Integer
+            field = Field(default, ge=p.minimum, le=p.maximum, description=p.help)
+        else:
+            kind = Literal[p.choices] if p.choices else str
+            field = Field(default, description=p.help)
+        fields[p.name] = (kind, field)
+    return create_model(f"{name}Params", __config__=STRICT_CONFIG, **fields)
 
 
 def recompute(device: str, kernel: Callable[..., Any], *args: Any) -> Any:

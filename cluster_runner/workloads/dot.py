@@ -24,7 +24,7 @@ from cluster_runner.workloads.arrays import dot_chunk, sampled_chunk
 from cluster_runner.workloads.base import (
     MAX_CHUNKS,
     Param,
-    Summary,
+    ResultSummary,
     Verification,
     Workload,
     digest,
@@ -94,9 +94,9 @@ class Dot(Workload):
         method = f"z = {z:+.2f} (|z| < {Z_LIMIT:g}); {exact_note(params['device'], i, recheck)}"
         return Verification(bool(abs(z) < Z_LIMIT and exact and summed), method, n / 4)
 
-    def summarize(self, params: Mapping[str, Any], value: Any) -> Summary:
+    def summarize(self, params: Mapping[str, Any], value: Any) -> ResultSummary:
         total = float(value[0])
-        return Summary(total, f"x.y = {total:.6e}", digest(value))
+        return ResultSummary(total, f"x.y = {total:.6e}", digest(value))
 
 
 WORKLOAD = Dot()

@@ -12,7 +12,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from cluster_runner.graph import Graph, Ref
-from cluster_runner.workloads.base import MAX_CHUNKS, Param, Summary, Verification, Workload, digest
+from cluster_runner.workloads.base import (
+    MAX_CHUNKS,
+    Param,
+    ResultSummary,
+    Verification,
+    Workload,
+    digest,
+)
 
 
 def nothing(index: int) -> int:
@@ -43,8 +50,8 @@ class Noop(Workload):
         expected = n * (n - 1) // 2
         return Verification(value == expected, "sum of the task indices", expected)
 
-    def summarize(self, params: Mapping[str, Any], value: Any) -> Summary:
-        return Summary(int(value), f"{params['tasks']:,} tasks ran", digest(int(value)))
+    def summarize(self, params: Mapping[str, Any], value: Any) -> ResultSummary:
+        return ResultSummary(int(value), f"{params['tasks']:,} tasks ran", digest(int(value)))
 
 
 WORKLOAD = Noop()

@@ -20,7 +20,7 @@ from cluster_runner.graph import Graph, Ref
 from cluster_runner.workloads.base import (
     MAX_CHUNKS,
     Param,
-    Summary,
+    ResultSummary,
     Verification,
     Workload,
     digest,
@@ -93,10 +93,16 @@ def prime_count_oracle(n: int) -> int:
     return int(large[1])
 
 
+def warm_up_sieve() -> None:
+    """Warm-up hook: compile the sieve's numba kernels, or load them from numba's cache."""
+    count_primes_between(0, 100, base_primes(10))
+
+
 class Primes(Workload):
     name = "primes"
     description = "count the primes <= n with a segmented sieve"
     weak_param = "n"
+    warm_up = (warm_up_sieve,)
     params = (
         Param("n", int, "count the primes <= n", minimum=2, maximum=MAX_N),
         Param("chunks", int, "number of chunk tasks", default=16, minimum=1, maximum=MAX_CHUNKS),
@@ -126,8 +132,8 @@ class Primes(Workload):
         expected = prime_count_oracle(n)
         return Verification(value == expected, "Lucy Hedgehog prime count", expected)
 
-    def summarize(self, params: Mapping[str, Any], value: Any) -> Summary:
-        return Summary(int(value), f"pi({params['n']:,}) = {value:,}", digest(int(value)))
+    def summarize(self, params: Mapping[str, Any], value: Any) -> ResultSummary:
+        return ResultSummary(int(value), f"pi({params['n']:,}) = {value:,}", digest(int(value)))
 
 
 WORKLOAD = Primes()

@@ -1,0 +1,156 @@
+"""What runs on a worker: one task (or a batch of them), timed, traced, its errors named.
+
+Every task runs through :func:`run_task` (or :func:`run_batch`, several in one message), on
+whichever worker the engine picks. It unwraps upstream :class:`TaskOutput` objects, times the
+call and records where it ran in a :class:`TaskTrace`; traces ride along with the values, so the
+driver learns where every task of a native graph ran by gathering the sinks alone. The function
+itself is called, timed and its errors named in one place, :func:`call_timed`; a backend whose
+engine pays for every object it serialises (Ray) runs its tasks through its own wrapper around
+it, with a cheaper wire format for the same trace fields, and hands the walk the same
+:class:`TaskOutput` objects.
+
+A task that raises becomes a :class:`~cluster_runner.errors.TaskFailedError` here, on the
+worker, while its traceback still exists: the error carries the task's key and the worker's
+formatted traceback to the driver, whatever the engine's serialiser (as ``concurrent.futures``
+keeps a worker's traceback as the cause of the error it re-raises).
+
+:func:`warm_worker` is the start-up probe every process backend runs on each worker: it runs
+the job's warm-up hooks (``BackendOptions.warm_up``, e.g. loading the primes workload's compiled
+kernels) and reports the worker's pid and BLAS thread count.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cluster_runner.errors import TaskFailedError
+from cluster_runner.graph import Phased
+
+
+@dataclass(frozen=True, slots=True)
+class TaskTrace:
+    """Where and when one task ran (wall-clock times of the worker's host)."""
+
+    key: str
+    worker: str  # the engine's name for the worker: a pid, a Dask worker address, a Ray worker id
+    node: str  # the machine or engine node it belongs to
+    start: float
+    end: float
+    phases: Mapping[str, float] | None = None  # seconds per phase, for kernels that report them
+    device: str | None = None  # the accelerator a GPU kernel ran on
+    attempt: int = 0  # 0: the first run of the task; n: its n-th rerun (engines that say so)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOutput:
+    """A task's value together with the traces of it and of every task upstream of it."""
+
+    value: Any
+    traces: tuple[TaskTrace, ...]
+
+
+#: BLAS/OpenMP thread variables, set to 1 in every worker process the runner starts, so that N
+#: workers use N cores rather than N x cores (each backend passes them its own way).
+SINGLE_THREAD_ENV = dict.fromkeys(
+    (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "BLIS_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+    ),
+    "1",
+)
+
+#: A warm-up hook: a top-level, picklable function of no arguments (see :func:`warm_worker`).
+WarmUp = Callable[[], object]
+
+
+def run_warm_ups(warm_up: Sequence[WarmUp]) -> None:
+    """Call each warm-up hook once, in this process."""
+    for hook in warm_up:
+        hook()
+
+
+def warm_worker(warm_up: Sequence[WarmUp] = (), hold: float = 0.0) -> tuple[int, int]:
+    """Start-up probe run on each worker: run the warm-up hooks, report ``(pid, BLAS threads)``.
+
+    The hooks load what the job's tasks will need (compiled kernels), so that the cost is paid
+    at start-up rather than in the first timed run. ``hold`` keeps the worker busy a moment,
+    so that the probes of one round land on different workers of a pool or cluster that hands
+    out work on demand.
+    """
+    from threadpoolctl import threadpool_info
+
+    run_warm_ups(warm_up)
+    time.sleep(hold)
+    blas = [lib.get("num_threads", 1) for lib in threadpool_info()]
+    return os.getpid(), max(blas, default=1)
+
+
+def local_identity() -> tuple[str, str]:
+    """``(worker, node)`` for a plain process: its pid and its host name."""
+    return f"pid-{os.getpid()}", socket.gethostname()
+
+
+def run_task(
+    identify: Callable[[], tuple[str, str]], key: str, func: Callable[..., Any], *args: Any
+) -> TaskOutput:
+    """Run one task on a worker: ``func(*args)`` with upstream outputs unwrapped, and traced.
+
+    ``identify`` is a top-level function of the backend's module that names the worker and node
+    from inside the worker (a pid, a Dask worker address, a Ray node id).
+    """
+    worker, node = identify()
+    return _traced(worker, node, key, func, args)
+
+
+def run_batch(
+    identify: Callable[[], tuple[str, str]],
+    batch: Sequence[tuple[str, Callable[..., Any], Sequence[Any]]],
+) -> list[TaskOutput]:
+    """Run several ``(key, func, args)`` tasks in one message, each traced as :func:`run_task`."""
+    worker, node = identify()
+    return [_traced(worker, node, key, func, args) for key, func, args in batch]
+
+
+def _traced(
+    worker: str, node: str, key: str, func: Callable[..., Any], args: Sequence[Any]
+) -> TaskOutput:
+    upstream: list[TaskTrace] = []
+    values = []
+    for arg in args:
+        if isinstance(arg, TaskOutput):
+            upstream.extend(arg.traces)
+            values.append(arg.value)
+        else:
+            values.append(arg)
+    value, start, end, phases, device = call_timed(key, func, values)
+    trace = TaskTrace(key, worker, node, start, end, phases, device)
+    return TaskOutput(value, (*upstream, trace))
+
+
+def call_timed(
+    key: str, func: Callable[..., Any], values: Sequence[Any]
+) -> tuple[Any, float, float, dict[str, float] | None, str | None]:
+    """``func(*values)`` on a worker: ``(value, start, end, phases, device)``.
+
+    The one place a task's function is called, whatever the backend's wire format. A failure
+    is named after the task here, on the worker, with the worker's traceback: engines re-raise
+    the error without our key, and the traceback exists only here.
+    """
+    start = time.time()
+    try:
+        value = func(*values)
+    except Exception as exc:
+        raise TaskFailedError.from_exception(key, exc) from exc
+    end = time.time()
+    if isinstance(value, Phased):
+        return value.value, start, end, dict(value.phases), value.device
+    return value, start, end, None, None
