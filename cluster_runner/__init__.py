@@ -8,6 +8,13 @@ The public API is small and imported lazily (a module ``__getattr__``, as
     job = load_job("jobs/primes.toml", overrides=["n=1000000"])
     with create_backend("local", BackendOptions(workers=2)) as backend:
         records = run_job(job, backend, repeat=3)
+
+Your own code is a workload through the same API (see :mod:`cluster_runner.workloads.api`)::
+
+    from cluster_runner import workload
+
+    @workload(split=split, reduce=sum)
+    def chunk(seed, index, size): ...
 """
 
 from __future__ import annotations
@@ -30,6 +37,16 @@ _EXPORTS = {
     "run_job": "cluster_runner.runs.job",
     "read_records": "cluster_runner.results",
     "RunnerError": "cluster_runner.errors",
+    # the public workload API (cluster_runner.workloads.api: versioned, see its docstring)
+    "workload": "cluster_runner.workloads.api",
+    "MapReduce": "cluster_runner.workloads.api",
+    "Workload": "cluster_runner.workloads.api",
+    "Param": "cluster_runner.workloads.api",
+    "Verification": "cluster_runner.workloads.api",
+    "ResultSummary": "cluster_runner.workloads.api",
+    "summarize_value": "cluster_runner.workloads.api",
+    "WORKLOAD_API_VERSION": "cluster_runner.workloads.api",
+    "ENTRY_POINT_GROUP": "cluster_runner.workloads.api",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -32,13 +32,37 @@ COMMANDS = {
     "submit": "cluster_runner.commands.submit:submit",
     "scale": "cluster_runner.commands.scale:scale",
     "report": "cluster_runner.commands.report:report",
+    "compare": "cluster_runner.commands.compare:compare",
+    "baseline": "cluster_runner.commands.check:baseline",
+    "check": "cluster_runner.commands.check:check",
     "jobs": "cluster_runner.commands.jobs:jobs",
+    "workloads": "cluster_runner.commands.workloads:workloads",
     "backends": "cluster_runner.commands.backends:backends",
     "cluster": "cluster_runner.commands.cluster:cluster",
+    "init": "cluster_runner.commands.init:init",
+    "completion": "cluster_runner.commands.completion:completion",
 }
 
 
-class LazyGroup(click.Group):
+class FullHelpGroup(click.Group):
+    """A group whose ``--help`` lists each command with the whole first sentence of its help.
+
+    Click cuts a summary to the terminal's width with "..." (issue 17: ``runner --help`` did);
+    the help formatter wraps a long one instead.
+    """
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class LazyGroup(FullHelpGroup):
     """A group whose subcommands are imported when used, not when the group is."""
 
     def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:

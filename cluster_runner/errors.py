@@ -125,3 +125,9 @@ class WorkerLostError(ExecutionError):
 
 class ClusterStartError(ExecutionError):
     """A cluster started on this machine did not come up, or did not go down (see its logs)."""
+
+
+class NodesLostError(ExecutionError):
+    """The nodes a run was using were taken away from outside the engine: a batch job of the
+    sweep's was cancelled or passed its time limit (issue 19). A sweep asks the scheduler for
+    them again and retries the run once, instead of stopping."""

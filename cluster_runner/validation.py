@@ -144,6 +144,8 @@ def problem_text(detail: ErrorDetails, model: type[BaseModel] | None = None) -> 
         return f"{name!r} must be one of {ctx.get('expected', '?')}, not {given!r}"
     if kind in ("dict_type", "model_type", "model_attributes_type"):
         return f"{name!r} must be a table, not {given!r}"
+    if kind == "list_type":
+        return f"{name!r} must be a list, not {given!r}"
     return f"{name!r}: {message}, not {given!r}"
 
 
@@ -208,4 +210,4 @@ def _phrase(info: FieldInfo) -> str | None:
     high = [f"{sym} {plain(limits[op])}" for op, sym in (("le", "<="), ("lt", "<")) if op in limits]
     if "ge" in limits and "le" in limits:
         return f"{what} from {plain(limits['ge'])} to {plain(limits['le'])}"
-    return " ".join([what, *low, *high])
+    return " ".join([what, " and ".join([*low, *high])]) if low or high else what

@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[tuple[str, int], list[float]] = {}
     with contextlib.ExitStack() as stack:
         backends = {
-            w: stack.enter_context(create_backend("local", BackendOptions(workers=w)))
+            w: stack.enter_context(
+                create_backend("local", BackendOptions(workers=w, warm_up=job.warm_ups()))
+            )
             for w in counts
         }
         alone = {w: KernelAlone(n, chunks, w) for w in counts}
@@ -157,12 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(args.warmup + args.repeat):
             for w in counts:
                 (record,) = run_job(job, backends[w])
-                if record["status"] != "verified":
+                if record.status != "verified":
                     print(f"{w} workers: the run did not verify", file=sys.stderr)
                     return 1
                 seconds = alone[w].run()
                 if round_ >= args.warmup:
-                    times.setdefault(("local backend", w), []).append(record["stages"][0]["wall_s"])
+                    times.setdefault(("local backend", w), []).append(record.stages[0].wall_s)
                     times.setdefault(("kernel alone", w), []).append(seconds)
         others = meter.fraction()
 

@@ -196,6 +196,23 @@ class BackendConformance:
         result = execute(graph, backend, timeout=120)
         assert result.values == {"d/join": (5 + 1) + (5 + 2) + 5}
 
+    def test_a_map_feeds_its_users_in_index_order_whatever_finishes_first(self, backend):
+        # Issue 16: a map's tasks go out in slices; its ref, spread, gives the reduce every
+        # result in index order; one task of it is a ref of its own; shared refs reach each.
+        graph = Graph()
+        base = graph.add("m/base", identity, 100, stage="m")
+        parts = graph.starmap("m/part", add, [(i, i) for i in range(37)], shared=(base,), stage="m")
+        graph.add("m/all", pack, parts, stage="m")
+        graph.add("m/one", add, parts[5], parts[-1], stage="m")
+        squares = graph.map("m/sq", identity, range(40, 0, -1), stage="m")
+        graph.add("m/sq-all", pack, squares, 0, stage="m")
+        result = execute(graph, backend, timeout=120)
+        assert result.values["m/all"] == tuple(2 * i + 100 for i in range(37))
+        assert result.values["m/one"] == (10 + 100) + (72 + 100)
+        assert result.values["m/sq-all"] == (*range(40, 0, -1), 0)
+        assert sorted(t.key for t in result.traces) == sorted(t.key for t in graph)
+        assert len(result.traces) == len(graph) == 1 + 37 + 2 + 40 + 1
+
     def test_literal_arguments_shaped_like_task_outputs_reach_the_task_unchanged(self, backend):
         # A backend wraps each task's value with its trace on the wire; a literal argument of
         # the same shape (a value and a tuple of tuples) must not be taken for one and unwrapped.

@@ -9,6 +9,8 @@
   script checked for the directives the file asks for; nothing is submitted.
 - ``runner cluster`` configs (``local-*.yaml``) and runner profiles (``*.toml``): the runner's
   own loaders, which are strict.
+- Slurm jobs files (``slurm-*.yaml``, issue 19) by the runner's loader, and sbatch templates
+  (``*.sbatch``) for fields the runner fills (``tests/test_slurm.py`` renders and submits them).
 
 A file the tests do not know how to check fails :func:`test_every_file_is_checked`.
 """
@@ -26,8 +28,9 @@ import psutil
 import pytest
 import yaml
 
-from cluster_runner.clusters.config import load_cluster_config
+from cluster_runner.clusters.config import CLUSTER_ENGINES, load_cluster_config
 from cluster_runner.clusters.profile import TLS_KEYS, load_profile
+from cluster_runner.clusters.slurm_settings import load_slurm_jobs
 from cluster_runner.errors import ClusterConfigError
 
 from clusters import ROOT, listening_addresses
@@ -45,10 +48,14 @@ def kind(path: Path) -> str | None:
     name = path.name
     if path.suffix == ".toml":
         return "profile"
+    if path.suffix == ".sbatch":
+        return "sbatch-template"
     if path.suffix != ".yaml":
         return None
     if name.startswith("local-"):
         return "runner-cluster"
+    if name.startswith("slurm-"):
+        return "slurm-jobs"
     if name.startswith("ray-"):
         return "ray-launcher"
     if name.startswith("dask-ssh"):
@@ -68,7 +75,8 @@ def of_kind(wanted: str) -> list:
 def test_every_file_is_checked():
     assert [p.name for p in FILES if kind(p) is None] == []
     kinds = {kind(p) for p in FILES}
-    assert kinds == {"profile", "runner-cluster", "ray-launcher", "dask-ssh", "dask-jobqueue"}
+    assert kinds == {"profile", "runner-cluster", "ray-launcher", "dask-ssh", "dask-jobqueue",
+                     "slurm-jobs", "sbatch-template"}  # fmt: skip
     providers = {
         yaml.safe_load(p.read_text())["provider"]["type"]
         for p in FILES
@@ -233,8 +241,25 @@ def test_jobqueue_config_builds_the_job_script_it_describes(path, tmp_path):
 @pytest.mark.parametrize("path", of_kind("runner-cluster"))
 def test_runner_cluster_config_loads(path):
     spec = load_cluster_config(path)
-    assert spec.engine in ("dask", "ray") and spec.nodes >= 2  # multi-node: what it is for
+    assert spec.engine in CLUSTER_ENGINES and spec.nodes >= 2  # multi-node: what it is for
     assert spec.name == path.stem
+
+
+@pytest.mark.parametrize("path", of_kind("slurm-jobs"))
+def test_slurm_jobs_file_loads_and_names_the_runner_slurm(path):
+    jobs = load_slurm_jobs(path)
+    assert jobs.engine in ("dask", "ray") and jobs.wait >= 1
+    assert jobs.slurm is None or load_cluster_config(jobs.slurm).engine == "slurm"
+
+
+@pytest.mark.parametrize("path", of_kind("sbatch-template"))
+def test_sbatch_template_names_only_fields_the_runner_fills(path):
+    import re
+
+    from cluster_runner.clusters.slurm_ray import TEMPLATE_FIELDS
+
+    fields = set(re.findall(r"\{\{\s*([a-z_]+)\s*\}\}", path.read_text()))
+    assert fields and fields <= set(TEMPLATE_FIELDS), fields - set(TEMPLATE_FIELDS)
 
 
 @pytest.fixture
@@ -257,7 +282,7 @@ def configs_copy(tmp_path) -> Path:
 @pytest.mark.parametrize("path", of_kind("profile"))
 def test_runner_profile_loads(path, configs_copy):
     profile = load_profile(configs_copy / path.relative_to(CONFIGS))
-    assert (profile.address is None) != (profile.cluster is None)
+    assert [profile.address, profile.cluster, profile.slurm].count(None) == 2  # exactly one
     data = tomllib.loads(path.read_text())
     assert profile.extra == {
         TLS_KEYS[k]: str((profile.path.parent / v).resolve())

@@ -136,26 +136,40 @@ def test_one_sample_claims_no_spread():
     assert (s.ci_low, s.median, s.ci_high) == (0.5, 0.5, 0.5)
 
 
-def test_bootstrap_is_reproducible_and_narrows_with_more_samples():
+def test_median_interval_is_reproducible_and_narrows_with_more_samples():
+    # Was a test of the percentile bootstrap, which issue 14 replaced by exact intervals.
     rng = np.random.default_rng(1)
     few = rng.normal(10.0, 1.0, size=5)
     many = rng.normal(10.0, 1.0, size=200)
-    assert metrics.bootstrap_ci(few) == metrics.bootstrap_ci(few)
-    low_few, high_few = metrics.bootstrap_ci(few)
-    low_many, high_many = metrics.bootstrap_ci(many)
-    assert high_many - low_many < high_few - low_few
-    assert low_many < 10.0 < high_many
+    assert metrics.summarize(few) == metrics.summarize(few)
+    few_s, many_s = metrics.summarize(few), metrics.summarize(many)
+    assert many_s.ci_high - many_s.ci_low < few_s.ci_high - few_s.ci_low
+    assert many_s.ci_low < 10.0 < many_s.ci_high
+    assert few_s.ci_level == pytest.approx(0.9375) and many_s.ci_level >= 0.95
 
 
 def test_ratio_of_medians_and_whether_its_interval_excludes_one():
+    # Was a test of the bootstrap ratio_ci; the same claims of its replacement (issue 14).
+    from cluster_runner.analysis.intervals import ratio_interval
+
     # Backend A takes twice as long as B, run after run: a real difference.
-    ratio, low, high = metrics.ratio_ci([2.0, 2.1, 1.9, 2.0], [1.0, 1.05, 0.95, 1.0])
-    assert ratio == pytest.approx(2.0)
-    assert metrics.interval_excludes(low, high)
+    ratio = ratio_interval([2.0, 2.1, 1.9, 2.0], [1.0, 1.05, 0.95, 1.0])
+    assert ratio.ratio_of_medians == pytest.approx(2.0)
+    assert ratio.excludes(1.0)
     # The same spread of times for both: the interval contains 1.
-    ratio, low, high = metrics.ratio_ci([1.0, 1.2, 0.9, 1.1], [1.1, 0.9, 1.2, 1.0])
-    assert ratio == pytest.approx(1.0)
-    assert not metrics.interval_excludes(low, high)
+    ratio = ratio_interval([1.0, 1.2, 0.9, 1.1], [1.1, 0.9, 1.2, 1.0])
+    assert ratio.ratio_of_medians == pytest.approx(1.0)
+    assert not ratio.excludes(1.0)
+
+
+def test_karp_flatt_trend_reads_growing_and_constant():
+    sizes = [2, 2, 2, 4, 4, 4, 8, 8, 8]
+    growing = metrics.karp_flatt_trend(sizes, [0.10, 0.11, 0.09, 0.20, 0.21, 0.19, 0.4, 0.41, 0.39])
+    assert growing.kind == "growing" and growing.slope == pytest.approx(0.05)
+    assert growing.first == (2.0, 0.10) and growing.last == (8.0, 0.40)
+    flat = metrics.karp_flatt_trend(sizes, [0.10, 0.12, 0.09, 0.11, 0.10, 0.12, 0.1, 0.09, 0.11])
+    assert flat.kind == "constant" and flat.low < 0 < flat.high
+    assert metrics.karp_flatt_trend([2, 2], [0.1, 0.2]).kind == "unknown"
 
 
 # --- cost and overhead -----------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -115,20 +116,29 @@ def test_the_embedded_dask_cluster_speaks_tls_when_given_certificates(tls):
 #: Modules whose loading functions could run code hidden in data.
 _UNPICKLERS = {"pickle", "cloudpickle", "dill", "marshal", "shelve", "joblib"}
 #: YAML loaders that build arbitrary Python objects (``yaml.safe_load`` builds none).
+#: What of ``pickle`` reads data back (writing, ``pickle.dumps``, runs no code of the data's).
+_PICKLE_LOADERS = {"load", "loads", "Unpickler", "_loads", "_load"}
 _UNSAFE_YAML = {"load", "load_all", "full_load", "full_load_all", "unsafe_load", "unsafe_load_all"}
 
 
 def test_the_runner_never_unpickles_results_or_specs():
-    """No module of the package imports an unpickler or calls an unsafe YAML loader: results
-    are JSON, job specs TOML, cluster configs YAML read with ``safe_load``."""
+    """No module of the package unpickles or calls an unsafe YAML loader: results are JSON, job
+    specs TOML, cluster configs YAML read with ``safe_load``.
+
+    ``pickle`` itself may be imported to *write* (checking that a user's chunk function pickles
+    by reference, digesting a result that is not JSON): its loaders are what is refused, by name
+    and as attributes. The other serialisers are refused outright.
+    """
     found = []
     for path in sorted((ROOT / "cluster_runner").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = []
             if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
+                names = [alias.name for alias in node.names if alias.name != "pickle"]
             elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
+                names = [node.module or ""] if node.module != "pickle" else []
+                if node.module == "pickle":
+                    names += [f"pickle.{a.name}" for a in node.names if a.name in _PICKLE_LOADERS]
                 if node.module == "yaml":
                     names += [f"yaml.{a.name}" for a in node.names if a.name in _UNSAFE_YAML]
             elif (
@@ -138,6 +148,13 @@ def test_the_runner_never_unpickles_results_or_specs():
                 and node.attr in _UNSAFE_YAML
             ):
                 names = [f"yaml.{node.attr}"]
+            elif (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "pickle"
+                and node.attr in _PICKLE_LOADERS
+            ):
+                names = [f"pickle.{node.attr}"]
             found += [
                 f"{path.name}: {n}"
                 for n in names
@@ -157,3 +174,128 @@ def test_results_files_are_read_as_json_only(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("runner: error:") and "\n" not in err
     assert Path(evil).exists()
+
+
+# --- issue 15: nothing written outside --out, secrets only where the user sent them ------------
+
+TINY_JOB = '[[stage]]\nworkload = "primes"\nn = 10000\nchunks = 2\n'
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../../escape", "/tmp/escape", "a/b/c", "..", ".hidden", "-rf", "~root", "x\\..\\y", "é/ü"],
+)
+def test_a_jobs_name_never_puts_its_results_outside_out(name, tmp_path, capsys):
+    from cluster_runner.cli import main
+
+    job = tmp_path / "job.toml"
+    job.write_text(f"name = {json.dumps(name)}\n{TINY_JOB}")
+    out = tmp_path / "deep" / "out"
+    before = set(tmp_path.rglob("*"))
+    assert main(["submit", "--job", str(job), "--backend", "serial", "--out", str(out)]) == 0
+    (path,) = out.iterdir()
+    assert path.parent == out and path.suffix == ".jsonl"
+    assert not path.name.startswith((".", "-")) and "/" not in path.name
+    assert set(tmp_path.rglob("*")) - before == {tmp_path / "deep", out, path}
+    assert json.loads(path.read_text())["job"]["name"] == name  # the record keeps it as given
+
+
+def test_a_failed_connect_leaves_no_results_file(tmp_path):
+    from clusters import free_port
+
+    out = tmp_path / "out"
+    code, _stdout, stderr, _ = run_watched(
+        [*runner_command(), "submit", *TINY, "--backend", "dask", "--address",
+         f"tcp://127.0.0.1:{free_port()}", "--connect-timeout", "1", "--out", str(out)],
+        env=driver_env(), cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 2 and "cannot connect to the Dask cluster" in stderr
+    assert not out.exists(), "a results file (or its folder) was made for no run"
+
+
+#: What the audit hook watches for, and what it saw: opens of the files in ``watched``.
+_OPENS: dict[str, set[str] | list[str]] = {"watched": set(), "opened": []}
+
+
+def _on_audit(event: str, args: tuple) -> None:
+    """Records the watched files this process opens (an audit hook sees every ``open``)."""
+    if event == "open" and _OPENS["watched"] and str(args[0]) in _OPENS["watched"]:
+        _OPENS["opened"].append(str(args[0]))
+
+
+sys.addaudithook(_on_audit)  # cannot be removed; idle while nothing is watched
+
+
+@pytest.mark.parametrize("address", ["192.0.2.1:6379", "ray://203.0.113.5:10001", "head:6379"])
+def test_a_ray_profiles_token_is_never_read_for_an_address_off_this_machine(
+    address, tmp_path, capsys, monkeypatch
+):
+    from cluster_runner.cli import main
+
+    token = tmp_path / "cluster.token"
+    token.write_text("secret-token\n")
+    profile = tmp_path / "remote.toml"
+    profile.write_text(f'backend = "ray"\naddress = "{address}"\ntoken_file = "cluster.token"\n')
+    monkeypatch.setitem(_OPENS, "watched", {str(token)})
+    monkeypatch.setitem(_OPENS, "opened", [])
+    assert main(["submit", "--cluster", str(profile), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith("runner: error: refusing to connect to the Ray cluster") and "\n" not in err
+    )
+    assert _OPENS["opened"] == [], "the token file was read"
+
+
+@pytest.mark.parametrize(
+    ("address", "extra", "allowed"),
+    [
+        ("127.0.0.1:6379", {}, True),
+        ("127.0.0.2:6379", {}, True),
+        ("localhost:6379", {}, True),
+        ("[::1]:6379", {}, True),
+        ("ray://127.0.0.1:10001", {}, True),
+        ("auto", {}, True),  # the cluster recorded on this machine
+        ("192.0.2.1:6379", {}, False),
+        ("192.0.2.1:6379", {"insecure": True}, True),  # --insecure: the user knows
+        ("ray://192.0.2.1:10001", {"insecure": True}, True),
+    ],
+)
+def test_ray_addresses_follow_the_loopback_rule_of_dask(address, extra, allowed, monkeypatch):
+    """Decided from the address alone, before any packet (no Ray call is made here)."""
+    pytest.importorskip("ray")
+    from cluster_runner.backends import backend_class
+    from cluster_runner.backends.spec import resolve
+    from cluster_runner.errors import UsageError
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    options = BackendOptions(address=address, extra=extra)
+    if allowed:
+        assert resolve(options, backend_class("ray")).target == (
+            address if address == "auto" else str(resolve(options, backend_class("ray")).address)
+        )
+    else:
+        with pytest.raises(UsageError, match="refusing to connect to the Ray cluster"):
+            resolve(options, backend_class("ray"))
+
+
+@pytest.mark.cluster
+def test_the_embedded_ray_session_folder_is_private_and_removed(tmp_path):
+    """Ray's session (sockets, logs) lives in a folder of the runner's, mode 0700, gone when
+    the instance ends; nothing new appears in the world-readable /tmp/ray."""
+    import stat
+    import tempfile
+
+    from clusters import ray_lock
+
+    shared = Path(tempfile.gettempdir()) / "ray"
+    before = set(shared.iterdir()) if shared.is_dir() else set()
+    job = parse_job(SMALL_FULL, name="small")
+    with ray_lock(), create_backend("ray", BackendOptions(workers=1)) as backend:
+        root = Path(backend._session_root)
+        assert stat.S_IMODE(root.stat().st_mode) == 0o700
+        assert any(root.glob("*/session_*")), "Ray's session is not in the private folder"
+        (record,) = [r.to_json() for r in run_job(job, backend)]
+    assert record["status"] == "verified"
+    assert not root.exists()
+    after = set(shared.iterdir()) if shared.is_dir() else set()
+    assert after <= before, f"new in {shared}: {after - before}"

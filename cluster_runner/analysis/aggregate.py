@@ -1,36 +1,65 @@
 """From results files to scaling figures: read, check they are one experiment, group, compute.
 
-One report compares runs of *one experiment*: the same job (by the digest of its spec before
-any weak scaling or chunk override), the same mode and axis, the same driver machine, and for
-each backend the same cluster. Anything else would compare apples with pears, so
-:func:`aggregate` refuses with one line naming the two files and what differs
-(:class:`~cluster_runner.errors.MixedResultsError`) rather than mixing silently.
+One report compares runs of *one experiment* (:mod:`.identity` says what that is, and refuses
+to mix two with one line naming what differs). Records are grouped into *points* (backend x
+size, and chunk count) and points into *series* (one per backend; per backend and size on the
+``chunks`` axis). Runs with the array stages on GPUs form series of their own (``local/gpu``),
+so CPU and GPU scaling share one report. Records written by ``runner submit`` (no sweep
+labels) read as a strong sweep over workers.
 
-Records are grouped into *points* (backend x size, and chunk count) and points into *series*
-(one per backend; per backend and size on the ``chunks`` axis). Runs with the array stages on
-GPUs form series of their own (``local/gpu``), so CPU and GPU scaling share one report. Only
-timed runs that verified count towards times; warm-ups are left out, and failed, unverified
-and skipped runs are counted and explained. Records written by ``runner submit`` (no sweep
-labels) read as a strong sweep over workers, so a few submits at different ``--workers`` can be
-reported as well.
+Which runs count. Only timed runs that verified count towards times; warm-ups are left out,
+and failed, unverified and skipped runs are counted and explained. A run recorded ``cold`` (the
+first on a fresh backend, nothing untimed before it; in a record older than that flag, a
+``submit`` run numbered 0) is left out too when it is measurably slower than the point's other
+runs (:func:`.hygiene.is_cold`), and the report says so; every other run is kept, outliers
+included (they are flagged, and the median is robust to them).
 
-Every number is computed by :mod:`cluster_runner.analysis.metrics`; this module only chooses inputs.
+Records stream (issue 16: ``runner report`` over 100,000 runs took gigabytes when every record
+was kept): :mod:`.folding` reads them one at a time, in parallel for a big file, and keeps per
+point only its first record and the few numbers per run the statistics need; memory grows
+with the points, and by a few dozen bytes a run.
+
+Per point: the median with its exact interval and achieved level, hygiene (:mod:`.hygiene`:
+spread, outliers, too few runs, runs too short, precision against the sweep's ``--precision``),
+and whether it had more workers than the machine has CPUs. Per series (:mod:`.series`):
+speedups against the reference of :mod:`.baseline`, the fitted laws, the Karp-Flatt trend.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from cluster_runner.analysis import metrics
-from cluster_runner.errors import MixedResultsError, ResultsFileError
-from cluster_runner.results import RunRecord, SweepLabels, read_records, results_files
+from cluster_runner.analysis.baseline import Baseline, choose_baseline
+from cluster_runner.analysis.folding import Fold, PointRuns, fold_files, series_name
+from cluster_runner.analysis.hygiene import Finding, check_point, counted, precision_reached
+from cluster_runner.analysis.identity import cpus_of, labels_of, machine_of
+from cluster_runner.analysis.series import (
+    ScalingComparison,
+    Series,
+    TimeComparison,
+    build_series,
+    compare_series,
+)
+from cluster_runner.analysis.variants import references, split
+from cluster_runner.errors import ResultsFileError
+from cluster_runner.results import RunRecord
 
-#: Multiples of the largest measured size at which fits predict the speedup.
-PREDICT_AT = (2, 4, 10)
+__all__ = [
+    "Experiment",
+    "Fold",
+    "PointStats",
+    "Series",
+    "aggregate",
+    "aggregate_records",
+    "experiment_of",
+    "series_name",
+]
 
 
 @dataclass(frozen=True)
@@ -44,47 +73,39 @@ class PointStats:
     chunks: int | None
     factor: int
     tasks: int  # tasks per run, over all stages
-    runs: int  # timed runs that verified: the samples
+    runs: int  # timed runs that verified and count: the samples
     not_counted: int  # timed runs that failed, did not verify, or were skipped
     problems: tuple[str, ...]  # why they do not count, each reason once
-    time: metrics.SampleSummary | None  # wall time of a run, seconds
-    samples: tuple[float, ...]  # the wall times summarised by ``time``
+    time: metrics.SampleSummary | None  # wall time of a run, seconds, with its exact interval
+    samples: tuple[float, ...]  # the wall times summarised by ``time``, in the order they ran
     startup_s: float | None  # bringing the backend up, apart from the runs
-    speedup: float | None = None  # scaled speedup in weak mode
+    warmup_s: float | None = None  # the job's warm-up hooks at start-up, apart from both
+    speedup: float | None = None  # against the reference (scaled speedup in weak mode)
     speedup_low: float | None = None
     speedup_high: float | None = None
+    speedup_level: float | None = None  # the coverage the speedup's interval really has
+    reference: bool = False  # this point is the speedup reference itself
     efficiency: float | None = None
     karp_flatt: float | None = None
     cpu_utilisation: float | None = None  # median over runs, share of the workers' cores
+    cpu_driver_only: bool = False  # workers remote: cpu_utilisation counts the driver's alone
     peak_rss_bytes: int | None = None  # largest over runs
     task_s: float | None = None  # median time inside one task body
     overhead_s: float | None = None  # median per-task overhead
     overhead_share: float | None = None  # median share of worker time outside task bodies
     other_load: float | None = None  # largest CPU load (%) of other processes before timing
-
-
-@dataclass(frozen=True)
-class Series:
-    """One line of a plot: a backend's points along the axis, and the law fitted to them."""
-
-    backend: str
-    workers: int | None  # on the chunks axis: the fixed size of the series
-    points: tuple[PointStats, ...]
-    base: int | None  # the size speedups are relative to
-    fit: str | None = None  # "amdahl" or "gustafson"
-    serial_fraction: float | None = None
-    fit_error: float | None = None  # rms relative error of the Amdahl fit
-    predictions: dict[int, float] = field(default_factory=dict)  # size -> predicted speedup
-    fit_t1: float | None = None  # Amdahl's fitted time on one worker (for plotting)
-
-    @property
-    def timed(self) -> tuple[PointStats, ...]:
-        return tuple(p for p in self.points if p.time is not None)
+    cv: float | None = None  # coefficient of variation of the samples
+    outliers: tuple[int, ...] = ()  # 1-based numbers of the counted runs flagged by MAD (kept)
+    cold_left_out: int = 0  # cold first runs left out of the samples
+    half_width_pct: float | None = None  # the median interval's half-width, % of the median
+    cpus: int | None = None  # CPUs the workers could use on this machine; None: a cluster's
+    oversubscribed: bool = False  # more workers than those CPUs
+    findings: tuple[Finding, ...] = ()  # warnings, each with the change that addresses it
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """What a report shows: the experiment's identity and its series."""
+    """What a report shows: the experiment's identity, its series, verdicts and warnings."""
 
     job: str
     digest: str
@@ -94,159 +115,86 @@ class Experiment:
     machine: str
     files: tuple[str, ...]
     series: tuple[Series, ...]
+    baseline: Baseline | None = None  # the speedup reference, and why
+    cpus: int | None = None  # CPUs of the driver machine the local engines ran on
+    scaling: ScalingComparison | None = None  # do the two best-scaling series differ
+    fastest: TimeComparison | None = None  # is the fastest at the largest shared size faster
+    findings: tuple[Finding, ...] = ()  # every point's warnings, and the experiment's
 
 
-def aggregate(paths: Iterable[str | Path]) -> Experiment:
-    """Read the records of ``paths`` (files or folders) and compute every point and series."""
-    tagged = []
-    files = list(results_files(paths))
-    for path in files:
-        tagged.extend((str(path), record) for record in read_records([path]))
-    return aggregate_records(tagged)
+def aggregate(
+    paths: Iterable[str | Path], baseline: str | None = None, workers: int | None = None
+) -> Experiment:
+    """Read the records of ``paths`` (files or folders) as a stream and compute every point and
+    series. ``baseline`` is ``--baseline`` (see :mod:`.baseline`); None applies its default
+    rule. ``workers``: processes that read a big file (default: this machine's CPUs)."""
+    return experiment_of(fold_files(paths, workers), baseline)
 
 
-def aggregate_records(tagged: Sequence[tuple[str, RunRecord | Mapping[str, Any]]]) -> Experiment:
-    """The same from ``(source, record)`` pairs; refuses to mix experiments.
+def aggregate_records(
+    tagged: Iterable[tuple[str, RunRecord | Mapping[str, Any]]], baseline: str | None = None
+) -> Experiment:
+    """The same from ``(source, record)`` pairs (any iterable: a generator streams); refuses to
+    mix experiments. A record may also be given as its JSON object (read with
+    :meth:`RunRecord.from_json`)."""
+    folded = Fold()
+    for source, record in tagged:
+        folded.add(source, record if isinstance(record, RunRecord) else RunRecord.from_json(record))
+    return experiment_of(folded, baseline)
 
-    A record may also be given as its JSON object (read with :meth:`RunRecord.from_json`).
-    """
-    if not tagged:
+
+def experiment_of(folded: Fold, baseline: str | None = None) -> Experiment:
+    """Every point and series of the records ``folded`` (see :func:`aggregate`)."""
+    if folded.check.first is None:
         raise ResultsFileError("the results files hold no runs")
-    typed = [
-        (source, r if isinstance(r, RunRecord) else RunRecord.from_json(r)) for source, r in tagged
-    ]
-    _check_one_experiment(typed)
-    first = typed[0][1]
-    labels = _labels(first)
-    groups: dict[tuple, list[RunRecord]] = {}
-    for _, record in typed:
-        if record.warmup:
-            continue
-        groups.setdefault(_point_key(record), []).append(record)
-    points = [_point(records) for records in groups.values()]
+    first = folded.check.first[1]
+    labels = labels_of(first)
+    points = [_point(runs, labels.axis) for runs in folded.points.values()]
+    speedups = labels.axis in ("workers", "nodes")  # else: task counts, or problem sizes
+
+    def choose(timed: dict) -> Baseline:
+        return choose_baseline(
+            baseline, folded.sweep_baselines, timed if speedups else {}, labels.axis
+        )
+
+    # Each --vary variant against a reference of its own variant (see .variants).
+    per_variant, reference = references(points, choose)
     series_keys: dict[tuple, list[PointStats]] = {}
     for p in points:
-        key = (p.backend, p.workers if labels.axis == "chunks" else None)
+        key = (p.backend, None if speedups else p.workers)
         series_keys.setdefault(key, []).append(p)
     series = tuple(
-        _series(backend, workers, sorted(ps, key=lambda p: p.size), labels.mode, labels.axis)
+        build_series(
+            backend, workers, sorted(ps, key=lambda p: p.size), labels.mode, labels.axis,
+            per_variant[split(backend)[1]],
+        )
         for (backend, workers), ps in series_keys.items()
-    )
+    )  # fmt: skip
+    scaling, fastest = compare_series(series)
+    findings = tuple(f for s in series for p in s.points for f in p.findings)
     return Experiment(
         job=first.job.name,
         digest=labels.base_digest,
         description=first.job.description,
         mode=labels.mode,
         axis=labels.axis,
-        machine=_machine(first),
-        files=tuple(dict.fromkeys(source for source, _ in typed)),
+        machine=machine_of(first),
+        files=tuple(folded.files),
         series=series,
+        baseline=reference,
+        cpus=cpus_of(first),
+        scaling=scaling,
+        fastest=fastest,
+        findings=findings + _oversubscription(series, labels.axis),
     )
 
 
-@dataclass(frozen=True)
-class _PointLabels:
-    """A record's place in its experiment, with the defaults of a plain ``submit`` record."""
-
-    mode: str
-    axis: str
-    size: int
-    nodes: int | None
-    chunks: int | None
-    factor: int
-    device: str
-    base_digest: str
-
-
-def _labels(record: RunRecord) -> _PointLabels:
-    """A record's sweep labels; a ``submit`` record (no labels) reads as a strong sweep over
-    workers, and a label an older sweep did not write takes the same default."""
-    labels = record.labels or SweepLabels()
-
-    def given(value, default):
-        return default if value is None else value
-
-    return _PointLabels(
-        mode=given(labels.mode, "strong"),
-        axis=given(labels.axis, "workers"),
-        size=given(labels.size, labels.workers or record.backend.workers),
-        nodes=labels.nodes,
-        chunks=labels.chunks,
-        factor=given(labels.factor, 1),
-        device=given(labels.device, "gpu" if record.job.uses_gpu else "cpu"),
-        base_digest=given(labels.base_digest, record.job.digest),
-    )
-
-
-def series_name(record: RunRecord) -> str:
-    """The line a record belongs to: its backend, and ``/gpu`` for runs on GPUs."""
-    device = _labels(record).device
-    return record.backend.name + ("/gpu" if device == "gpu" else "")
-
-
-def _machine(record: RunRecord) -> str:
-    env = record.environment
-
-    def shown(value) -> str:
-        return "?" if value is None else str(value)
-
-    memory = env.memory_bytes or 0
-    return (
-        f"{shown(env.hostname)}: {shown(env.cpu_logical)} CPUs"
-        f" ({shown(env.cpu_model)}), {memory / 2**30:.0f} GiB,"
-        f" Python {shown(env.python)}"
-    )
-
-
-def _identity(record: RunRecord) -> dict[str, str]:
-    """What must match for two records to belong to one report, as ``name: value``."""
-    labels = _labels(record)
-    return {
-        "job": f"{record.job.name} (spec digest {labels.base_digest})",
-        "mode": labels.mode,
-        "axis": labels.axis,
-        "machine": _machine(record),
-        "injected fault": record.fault or "none",
-    }
-
-
-def _check_one_experiment(tagged: list[tuple[str, RunRecord]]) -> None:
-    source0, record0 = tagged[0]
-    want = _identity(record0)
-    clusters: dict[str, tuple[str, str | None]] = {}
-    for source, record in tagged:
-        have = _identity(record)
-        for name, value in want.items():
-            if have[name] != value:
-                raise MixedResultsError(
-                    f"refusing to mix results of different experiments: {source0} has {name}"
-                    f" {value}, {source} has {name} {have[name]}; report them separately"
-                )
-        backend = record.backend.name
-        address = record.backend.address
-        seen = clusters.setdefault(backend, (source, address))
-        if seen[1] != address:
-            raise MixedResultsError(
-                f"refusing to mix results of different clusters: {backend} ran on"
-                f" {seen[1] or 'its own local cluster'} in {seen[0]} and on"
-                f" {address or 'its own local cluster'} in {source}; report them separately"
-            )
-
-
-def _point_key(record: RunRecord) -> tuple:
-    labels = _labels(record)
-    return (series_name(record), labels.size, labels.chunks)
-
-
-def _point(records: list[RunRecord]) -> PointStats:
-    first = records[0]
-    labels = _labels(first)
-    good = [r for r in records if r.status == "verified"]
-    problems = tuple(dict.fromkeys(_problem(r) for r in records if r.status != "verified"))
+def _point(runs: PointRuns, axis: str) -> PointStats:
+    """A point's figures from its folded runs (the same numbers the records gave)."""
+    first = runs.first
+    labels = labels_of(first)
     backend = first.backend
-    startups = [r.backend.startup_s for r in records if r.backend.startup_s is not None]
-    loads = [r.labels.other_load for r in records if r.labels is not None]
-    loads = [x for x in loads if x is not None]
+    cpus = cpus_of(first)
     base = PointStats(
         backend=series_name(first),
         size=labels.size,
@@ -255,120 +203,116 @@ def _point(records: list[RunRecord]) -> PointStats:
         chunks=labels.chunks,
         factor=labels.factor,
         tasks=sum(s.tasks for s in first.stages),
-        runs=len(good),
-        not_counted=len(records) - len(good),
-        problems=problems,
+        runs=0,
+        not_counted=runs.total - len(runs.walls),
+        problems=tuple(runs.problems),
         time=None,
         samples=(),
-        startup_s=statistics.median(startups) if startups else None,
-        other_load=max(loads) if loads else None,
+        startup_s=statistics.median(runs.startups) if runs.startups else None,
+        warmup_s=statistics.median(runs.warmups) if runs.warmups else None,
+        other_load=runs.load,
+        cpus=cpus,
+        oversubscribed=cpus is not None and backend.workers > cpus,
     )
-    if not good:
+    if not runs.walls:
         return base
-    walls = [r.wall_s for r in good]
+    keep = counted(runs.walls, [bool(c) for c in runs.cold])
+    kept = set(keep)
+    walls = [runs.walls[i] for i in keep]
+    cold = [t for i, t in enumerate(runs.walls) if i not in kept]
     workers = backend.workers
-    per_run = [_run_figures(r, workers) for r in good]
 
-    def med(name: str) -> float | None:
-        values = [f[name] for f in per_run if f[name] is not None]
+    def med(name: str) -> float | None:  # one figure of the counted runs at a time: O(runs)
+        values = [v for i in keep if (v := _run_figure(name, runs, i, workers)) is not None]
         return statistics.median(values) if values else None
 
-    peaks = [f["peak"] for f in per_run if f["peak"] is not None]
+    peaks = [runs.peaks[i] for i in keep if runs.peaks[i] >= 0]
+    summary = metrics.summarize(walls)
+    where = _where(base, axis)
+    hygiene = check_point(walls, label=where)
+    findings = list(hygiene.findings)
+    if cold:
+        findings.insert(0, _cold_finding(where, cold, walls))
+    if labels.precision:
+        check = precision_reached(walls, labels.precision)
+        if not check.reached:
+            findings.append(Finding("precision", where, f"{where}: {check.words}", "--max-repeats"))
+    half = max(summary.median - summary.ci_low, summary.ci_high - summary.median)
     return replace(
         base,
-        tasks=sum(s.tasks for s in good[0].stages),
-        time=metrics.summarize(walls),
+        runs=len(walls),
+        tasks=runs.tasks[keep[0]],
+        time=summary,
         samples=tuple(walls),
         cpu_utilisation=med("cpu"),
+        cpu_driver_only=any(runs.driver_only[i] for i in keep),
         peak_rss_bytes=max(peaks) if peaks else None,
         task_s=med("task"),
         overhead_s=med("overhead"),
         overhead_share=med("share"),
+        cv=hygiene.cv,
+        outliers=tuple(i + 1 for i in hygiene.outliers),
+        cold_left_out=len(cold),
+        half_width_pct=100 * half / summary.median if len(walls) > 1 else None,
+        findings=tuple(findings),
     )
 
 
-def _problem(record: RunRecord) -> str:
-    """Why a run does not count, in a few words: its error, or the result that was wrong."""
-    if record.status != "unverified" or record.error:
-        return f"{record.status}: {record.error or 'no reason given'}"
-    wrong = [
-        f"{s.name} gave {s.result.result!r}, expected {s.result.expected!r}"
-        f" ({s.result.verification or None})"
-        for s in record.stages
-        if not s.result.verified
-    ]
-    return "unverified: " + "; ".join(wrong)
-
-
-def _run_figures(record: RunRecord, workers: int) -> dict[str, float | None]:
-    wall = record.wall_s
-    busy = sum(s.placement.busy_s for s in record.stages)
-    tasks = sum(s.tasks for s in record.stages)
-    usage = record.usage
-    return {
-        "cpu": metrics.cpu_utilisation(usage.cpu_s, wall, workers) if usage else None,
-        "peak": usage.peak_rss_bytes if usage else None,
-        "task": busy / tasks,
-        "overhead": metrics.task_overhead(wall, busy, tasks, workers),
-        "share": metrics.overhead_share(wall, busy, workers),
-    }
-
-
-def _series(
-    backend: str, workers: int | None, points: list[PointStats], mode: str, axis: str
-) -> Series:
-    timed = [p for p in points if p.time is not None]
-    if axis == "chunks" or not timed:
-        return Series(backend, workers, tuple(points), base=None)
-    base = timed[0]
-    samples = {p.size: p.samples for p in timed}
-    out = []
-    for p in points:
-        if p.time is None:
-            out.append(p)
-            continue
-        ratio, low, high = metrics.ratio_ci(samples[base.size], samples[p.size])
-        r = p.size / base.size
-        if mode == "weak":
-            out.append(
-                replace(
-                    p,
-                    speedup=r * ratio,
-                    speedup_low=r * low,
-                    speedup_high=r * high,
-                    efficiency=metrics.weak_efficiency(base.time.median, p.time.median),
-                )
-            )
-        else:
-            s = metrics.speedup(base.time.median, p.time.median)
-            out.append(
-                replace(
-                    p,
-                    speedup=s,
-                    speedup_low=low,
-                    speedup_high=high,
-                    efficiency=metrics.efficiency(s, p.size, base.size),
-                    karp_flatt=metrics.karp_flatt(s, p.size, base.size),
-                )
-            )
-    series = Series(backend, workers, tuple(out), base=base.size)
-    timed = series.timed
-    if len({p.size for p in timed}) < 2:
-        return series
-    largest = max(p.size for p in timed)
-    if mode == "weak":
-        fit = metrics.gustafson_fit([p.size for p in timed], [p.speedup for p in timed], base.size)
-        predictions = {m * largest: fit.scaled_speedup(m * largest, base.size) for m in PREDICT_AT}
-        return replace(
-            series, fit="gustafson", serial_fraction=fit.serial_fraction, predictions=predictions
-        )
-    amdahl = metrics.amdahl_fit([p.size for p in timed], [p.time.median for p in timed])
-    predictions = {m * largest: amdahl.speedup(m * largest, base.size) for m in PREDICT_AT}
-    return replace(
-        series,
-        fit="amdahl",
-        serial_fraction=amdahl.serial_fraction,
-        fit_error=amdahl.rms_relative_error,
-        predictions=predictions,
-        fit_t1=amdahl.t1,
+def _cold_finding(where: str, cold: list[float], walls: list[float]) -> Finding:
+    times = ", ".join(f"{t:.3g} s" for t in cold)
+    return Finding(
+        "cold",
+        where,
+        f"{where}: the first run on a fresh backend ({times}) was cold, over"
+        f" {max(cold) / statistics.median(walls):.2g}x the others' median: left out of every"
+        " figure; add --warmup 1",
+        "--warmup 1",
     )
+
+
+def _where(p: PointStats, axis: str) -> str:
+    if axis == "chunks":
+        return f"{p.backend} x{p.workers} c{p.chunks}"
+    if axis not in ("workers", "nodes"):  # throughput: the --vary parameter is the axis
+        from cluster_runner.analysis.throughput import where
+
+        return where(p, axis)
+    return f"{p.backend} at {p.size} {'node' if axis == 'nodes' else 'worker'}" + "s" * (
+        p.size != 1
+    )
+
+
+def _oversubscription(series: tuple[Series, ...], axis: str) -> tuple[Finding, ...]:
+    over = sorted({p.workers for s in series for p in s.points if p.oversubscribed})
+    if not over:
+        return ()
+    cpus = next(p.cpus for s in series for p in s.points if p.oversubscribed)
+    sizes = _and_list([str(n) for n in over])
+    return (
+        Finding(
+            "oversubscribed",
+            "",
+            f"{sizes} workers exceed this machine's {cpus} CPUs (marked * in the table and"
+            " shaded in the plot): the workers share cores there, so those points measure"
+            " oversubscription, not more parallelism",
+            f"--workers up to {cpus}",
+        ),
+    )
+
+
+def _and_list(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _run_figure(name: str, runs: PointRuns, i: int, workers: int) -> float | None:
+    """Run ``i``'s CPU share (``cpu``), time in a task (``task``), overhead a task
+    (``overhead``) or its share (``share``): see :mod:`.metrics`."""
+    wall, busy, tasks = runs.walls[i], runs.busy[i], runs.tasks[i]
+    if name == "cpu":
+        cpu_s = runs.cpu_s[i]
+        return None if math.isnan(cpu_s) else metrics.cpu_utilisation(cpu_s, wall, workers)
+    if name == "task":
+        return busy / tasks
+    if name == "overhead":
+        return metrics.task_overhead(wall, busy, tasks, workers)
+    return metrics.overhead_share(wall, busy, workers)

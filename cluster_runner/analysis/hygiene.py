@@ -40,6 +40,16 @@ SHORT_RUN_S = 0.1
 
 
 @dataclass(frozen=True)
+class Finding:
+    """One warning about a measurement, for tools: what kind, where, the words, the fix."""
+
+    kind: str  # cold, outliers, few-runs, noisy, short-runs, precision, oversubscribed, ...
+    where: str  # the point (``local x2``), or ``""`` for the whole report
+    text: str  # the warning in words, as the report prints it
+    fix: str | None = None  # the change that addresses it, e.g. ``--repeat 10``
+
+
+@dataclass(frozen=True)
 class PrecisionCheck:
     """Whether the median is known as precisely as asked."""
 
@@ -63,7 +73,8 @@ class PointHygiene:
     outliers: tuple[int, ...]  # 0-based indices of the runs flagged (kept in every figure)
     cold_first: bool
     first_over_rest: float | None  # first run / median of the others
-    warnings: tuple[str, ...]
+    warnings: tuple[str, ...]  # the words of ``findings``
+    findings: tuple[Finding, ...] = ()
 
 
 def check_point(
@@ -89,35 +100,51 @@ def check_point(
     if x.size >= 3:
         rest = x[1:]
         first_over_rest = float(x[0] / np.median(rest))
-        cold = bool(x[0] > rest.max() and first_over_rest > cold_factor)
-    warnings: list[str] = []
+        cold = is_cold(float(x[0]), rest, cold_factor)
+    found: list[Finding] = []
+
+    def warn(kind: str, text: str, fix: str | None) -> None:
+        found.append(Finding(kind, label, f"{label}: {text}", fix))
+
     if cold:
-        warnings.append(
-            f"{label}: the first run took {first_over_rest:.2g}x the others' median (cold: "
-            "caches, imports or JIT compilation in the timed run); add --warmup 1"
+        warn(
+            "cold",
+            f"the first run took {first_over_rest:.2g}x the others' median (cold: "
+            "caches, imports or JIT compilation in the timed run); add --warmup 1",
+            "--warmup 1",
         )
     if outliers:
         runs = ", ".join(str(i + 1) for i in outliers)
-        warnings.append(
-            f"{label}: run(s) {runs} are outliers by median absolute deviation (kept; the median "
-            "is robust to them); check for other load on the machine"
+        warn(
+            "outliers",
+            f"run(s) {runs} are outliers by median absolute deviation (kept; the median "
+            "is robust to them); check for other load on the machine",
+            None,
         )
     needed = _runs_for_level(level)
-    if x.size < needed:
+    if x.size == 1:
+        warn("few-runs", "1 run gives no interval at all; add --repeat 10", "--repeat 10")
+    elif x.size < needed:
         achieved = median_ranks(x.size, level)[2]
-        warnings.append(
-            f"{label}: {x.size} run(s) give a {100 * achieved:.3g}% interval of the median, not "
-            f"{100 * level:.3g}%; add --repeat {max(needed, 10)}"
+        warn(
+            "few-runs",
+            f"{x.size} run(s) give a {100 * achieved:.3g}% interval of the median, not "
+            f"{100 * level:.3g}%; add --repeat {max(needed, 10)}",
+            f"--repeat {max(needed, 10)}",
         )
     if cv is not None and cv > noisy_cv:
-        warnings.append(
-            f"{label}: noisy, coefficient of variation {100 * cv:.0f}%; add --repeat 10 "
-            "or quiet the machine"
+        warn(
+            "noisy",
+            f"noisy, coefficient of variation {100 * cv:.0f}%; add --repeat 10 "
+            "or quiet the machine",
+            "--repeat 10",
         )
     if median < short_run_s:
-        warnings.append(
-            f"{label}: runs take {1000 * median:.3g} ms, where start-up and timer noise "
-            "dominate; give chunks more work (e.g. --set n=1e10)"
+        warn(
+            "short-runs",
+            f"runs take {1000 * median:.3g} ms, where start-up and timer noise "
+            "dominate; give chunks more work (e.g. --set n=1e10)",
+            "--set n=1e10",
         )
     return PointHygiene(
         n=int(x.size),
@@ -127,8 +154,33 @@ def check_point(
         outliers=outliers,
         cold_first=cold,
         first_over_rest=first_over_rest,
-        warnings=tuple(warnings),
+        warnings=tuple(f.text for f in found),
+        findings=tuple(found),
     )
+
+
+def counted(times: Sequence[float], cold: Sequence[bool]) -> list[int]:
+    """Indices of the runs that count: all but those recorded ``cold`` (first on a fresh
+    backend) that are also measurably cold against the runs not so recorded (:func:`is_cold`).
+    """
+    warm = np.asarray([t for t, c in zip(times, cold, strict=True) if not c], dtype=float)
+    if warm.size < 2:  # too few to judge (is_cold): every run counts
+        return list(range(len(times)))
+    top, limit = warm.max(), COLD_FACTOR * np.median(warm)  # once, not once a cold run
+    return [
+        i
+        for i, (t, c) in enumerate(zip(times, cold, strict=True))
+        if not (c and t > top and t > limit)
+    ]
+
+
+def is_cold(first: float, rest: Sequence[float], cold_factor: float = COLD_FACTOR) -> bool:
+    """Whether a first run is cold: slower than every other run, and ``cold_factor`` times
+    their median. Needs at least two other runs to judge; with fewer it says no."""
+    others = np.asarray(rest, dtype=float)
+    if others.size < 2:
+        return False
+    return bool(first > others.max() and first > cold_factor * np.median(others))
 
 
 def outlier_runs(samples: Sequence[float], z: float = OUTLIER_Z) -> tuple[int, ...]:

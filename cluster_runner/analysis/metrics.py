@@ -18,10 +18,15 @@ measured, normally 1. ``T(n)`` is the median wall time at size ``n``. With ``r =
   over what it took, assuming the work grows linearly with the problem) and its fit
   ``S = r - alpha * (r - 1)`` (:func:`gustafson_fit`).
 
-Timings on a shared machine are noisy, so every point carries a bootstrap confidence interval
-of its median, and so does every ratio of medians (a speedup, or one backend's time over
-another's): a ratio whose interval contains 1 is not a difference the data can show. The
-bootstrap is seeded, so the same samples always give the same interval.
+Timings on a shared machine are noisy, so every point carries a confidence interval of its
+median and every speedup one of its ratio, both from :mod:`cluster_runner.analysis.intervals`:
+exact, distribution-free, and labelled with the level they really have (75% for 3 runs, not
+95%). They replaced a percentile bootstrap whose "95%" was 75% at 3 runs (issue 14).
+:func:`karp_flatt_trend` says whether the Karp-Flatt fraction grows with the size.
+
+The closed-form fits :func:`amdahl_fit` and :func:`gustafson_fit` work on medians and give no
+interval; reports use :mod:`cluster_runner.analysis.models`, which fits every run, gives every
+coefficient an interval and refuses to extrapolate from too few sizes.
 """
 
 from __future__ import annotations
@@ -31,76 +36,33 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Confidence of every interval the runner reports.
-CONFIDENCE = 0.95
-#: Bootstrap resamples: enough for stable 2.5% and 97.5% quantiles.
-RESAMPLES = 4000
+from cluster_runner.analysis.intervals import median_interval
+
+#: The level of the Karp-Flatt trend's slope interval.
+TREND_LEVEL = 0.95
 
 
 @dataclass(frozen=True)
 class SampleSummary:
-    """A sample of timings in numbers: count, median, range and a CI of the median."""
+    """A sample of timings in numbers: count, median, range and an exact CI of the median."""
 
     n: int
     median: float
     min: float
     max: float
-    ci_low: float  # bootstrap confidence interval of the median
+    ci_low: float  # order-statistic confidence interval of the median
     ci_high: float
+    ci_level: float = 0.0  # the coverage that interval really has (0.75 for 3 runs)
 
 
-def summarize(samples: Sequence[float], *, seed: int = 0) -> SampleSummary:
-    """Median, min, max and a bootstrap confidence interval of the median.
+def summarize(samples: Sequence[float]) -> SampleSummary:
+    """Median, min, max and the exact order-statistic interval of the median, with its level.
 
-    With a single sample the interval is that sample: no spread can be claimed.
+    With a single sample the interval is that sample, at level 0: no spread can be claimed.
     """
     x = _array(samples)
-    low, high = bootstrap_ci(x, seed=seed)
-    return SampleSummary(
-        int(x.size), float(np.median(x)), float(x.min()), float(x.max()), low, high
-    )
-
-
-def bootstrap_ci(
-    samples: Sequence[float],
-    *,
-    confidence: float = CONFIDENCE,
-    resamples: int = RESAMPLES,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile-bootstrap confidence interval of the median of ``samples``.
-
-    With few samples (3 repeats) the interval is wide and coarse, and it should be: it tells
-    the reader that three runs cannot pin a median down more finely.
-    """
-    x = _array(samples)
-    stats = _boot_medians(x, resamples, np.random.default_rng(seed))
-    return _quantiles(stats, confidence)
-
-
-def ratio_ci(
-    numerator: Sequence[float],
-    denominator: Sequence[float],
-    *,
-    confidence: float = CONFIDENCE,
-    resamples: int = RESAMPLES,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """``median(numerator) / median(denominator)`` and a bootstrap interval for it.
-
-    The two samples are resampled independently (they come from different runs). Used for a
-    speedup ``T(base) / T(n)`` and for one backend's time over another's at the same size.
-    """
-    a, b = _array(numerator), _array(denominator)
-    rng = np.random.default_rng(seed)
-    ratios = _boot_medians(a, resamples, rng) / _boot_medians(b, resamples, rng)
-    low, high = _quantiles(ratios, confidence)
-    return float(np.median(a) / np.median(b)), low, high
-
-
-def interval_excludes(low: float, high: float, value: float = 1.0) -> bool:
-    """Whether a confidence interval lies wholly on one side of ``value``: a real difference."""
-    return value < low or value > high
+    ci = median_interval(x)
+    return SampleSummary(ci.n, ci.median, float(x.min()), float(x.max()), ci.low, ci.high, ci.level)
 
 
 def speedup(t_base: float, t_n: float) -> float:
@@ -201,6 +163,53 @@ def gustafson_fit(
     return GustafsonFit(serial_fraction=min(max(alpha, 0.0), 1.0))
 
 
+@dataclass(frozen=True)
+class Trend:
+    """How the Karp-Flatt fraction moves with the size: a least-squares slope with its interval.
+
+    ``kind`` is ``growing`` or ``falling`` when the slope's interval excludes 0, ``constant``
+    when it does not (no trend these runs can show), ``unknown`` with one size above the base.
+    """
+
+    kind: str
+    slope: float | None  # change of e per unit of size
+    low: float | None
+    high: float | None
+    level: float
+    first: tuple[float, float] | None  # (size, median e) at the smallest size above the base
+    last: tuple[float, float] | None  # at the largest
+
+
+def karp_flatt_trend(
+    sizes: Sequence[float], values: Sequence[float], level: float = TREND_LEVEL
+) -> Trend:
+    """The trend of per-run Karp-Flatt fractions ``values`` over ``sizes`` (one entry per run).
+
+    Constant ``e`` is a fixed serial part (Amdahl); ``e`` growing with the size is overhead
+    that grows with the workers (Karp and Flatt, CACM 33(5), 1990). The slope of ``e`` on the
+    size by ordinary least squares, with a Student-t interval over the runs' scatter, decides.
+    """
+    from scipy import stats
+
+    n, e = _array(sizes), _array(values)
+    distinct = np.unique(n)
+    medians = [(float(s), float(np.median(e[n == s]))) for s in distinct]
+    first, last = (medians[0], medians[-1]) if medians else (None, None)
+    if distinct.size < 2:
+        return Trend("unknown", None, None, None, level, first, last)
+    x = n - n.mean()
+    slope = float(np.sum(x * (e - e.mean())) / np.sum(x * x))
+    dof = n.size - 2
+    if dof < 1:
+        return Trend("unknown", slope, None, None, level, first, last)
+    resid = e - e.mean() - slope * x
+    stderr = float(np.sqrt(np.sum(resid**2) / dof / np.sum(x * x)))
+    half = float(stats.t.ppf(0.5 + level / 2, dof)) * stderr
+    low, high = slope - half, slope + half
+    kind = "growing" if low > 0 else "falling" if high < 0 else "constant"
+    return Trend(kind, slope, low, high, level, first, last)
+
+
 def cpu_utilisation(cpu_s: float, wall_s: float, workers: int) -> float:
     """Share of ``workers`` cores kept busy: ``cpu_s / (wall_s * workers)``.
 
@@ -239,16 +248,3 @@ def _array(values: Sequence[float]) -> np.ndarray:
     if x.ndim != 1 or x.size == 0:
         raise ValueError("expected a non-empty sequence of numbers")
     return x
-
-
-def _boot_medians(x: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    if x.size == 1:
-        return np.full(resamples, x[0])
-    picks = rng.integers(0, x.size, size=(resamples, x.size))
-    return np.median(x[picks], axis=1)
-
-
-def _quantiles(stats: np.ndarray, confidence: float) -> tuple[float, float]:
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(stats, [tail, 1 - tail])
-    return float(low), float(high)

@@ -77,6 +77,10 @@ class ModelFit:
     can_extrapolate: bool  # at least coefficients + 2 distinct sizes
     peak: float | None  # USL N* = sqrt((1 - sigma) / kappa); None when kappa <= 0
     words: str
+    covariance: tuple[tuple[float, ...], ...] | None = None  # of the coefficients; None: no dof
+    dof: int = 0  # residual degrees of freedom (runs - coefficients)
+    peak_low: float | None = None  # interval of N* (delta method on log N*, level LEVEL)
+    peak_high: float | None = None  # None: unbounded (kappa's interval reaches 0)
 
     def coef(self, name: str) -> float:
         """The value of coefficient ``name``."""
@@ -89,6 +93,37 @@ class ModelFit:
     def speedup(self, n: float, base: float = 1) -> float:
         """The fitted speedup ``X(n) / X(base)``."""
         return float(self.throughput(n) / self.throughput(base))
+
+    def band(self, n: float | np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+        """A pointwise confidence band of the fitted throughput at ``n``: ``(low, high)``.
+
+        Delta method with the coefficients' covariance, on the log scale when the residuals
+        were relative (so the band stays positive), with Student-t quantiles on :attr:`dof`.
+        Raises ``ValueError`` when there is no covariance: an exactly determined fit, or one
+        without residual degrees of freedom, has no honest band.
+        """
+        if self.covariance is None or self.dof < 1:
+            raise ValueError("no band: the fit has no residual degrees of freedom")
+        n = np.atleast_1d(np.asarray(n, dtype=float))
+        theta = np.array([c.value for c in self.coefficients])
+        law = _law(self.model)
+        log = self.residuals == "relative"
+
+        def value(t: np.ndarray) -> np.ndarray:
+            x = law(n, *t)
+            return np.log(np.maximum(x, 1e-300)) if log else x
+
+        centre = value(theta)
+        grad = np.empty((n.size, theta.size))
+        for i in range(theta.size):  # central differences, one-sided at the bound 0
+            up, down = theta.copy(), theta.copy()
+            up[i] += 1e-6 * max(abs(theta[i]), 1e-6)
+            down[i] = max(2 * theta[i] - up[i], 0.0)
+            grad[:, i] = (value(up) - value(down)) / (up[i] - down[i])
+        variance = np.einsum("ij,jk,ik->i", grad, np.array(self.covariance), grad)
+        half = float(stats.t.ppf(0.5 + level / 2, self.dof)) * np.sqrt(np.maximum(variance, 0))
+        low, high = centre - half, centre + half
+        return (np.exp(low), np.exp(high)) if log else (np.maximum(low, 0.0), high)
 
     def in_range(self, n: float) -> bool:
         """Whether a prediction at ``n`` is an interpolation, or an allowed extrapolation."""
@@ -146,18 +181,29 @@ def fit_law(
         bounds=([0.0] * p, upper),
         x_scale="jac",
         method="trf",
+        xtol=1e-12,
+        ftol=1e-12,
+        gtol=1e-12,
     )
-    theta = result.x
+    theta = result.x.copy()
+    # A coefficient a rounding error above its bound of 0 is 0 (a kappa of 1e-17 is no
+    # coherency cost, and must print as 0, not as a number).
+    theta[1:][theta[1:] <= KAPPA_ZERO] = 0.0
     rss = float(np.sum(result.fun**2))
     dof = n.size - p
     coefficients = _coefficients(names, theta, result.jac, rss, dof, level, upper)
+    covariance = None
+    if dof >= 1 and n_sizes > p:
+        cov = np.linalg.pinv(result.jac.T @ result.jac) * (rss / dof)
+        covariance = tuple(tuple(float(v) for v in row) for row in cov)
     k = p + 1  # coefficients and the noise variance
     aicc = None
     if n.size - k - 1 > 0 and rss > 0:
         aicc = n.size * math.log(rss / n.size) + 2 * k + 2 * k * (k + 1) / (n.size - k - 1)
-    peak = None
+    peak = peak_low = peak_high = None
     if model == "usl" and theta[2] > KAPPA_ZERO and theta[1] < 1:
         peak = math.sqrt((1 - theta[1]) / theta[2])
+        peak_low, peak_high = _peak_interval(theta, covariance, dof, level)
     fit = ModelFit(
         model=model,
         coefficients=coefficients,
@@ -171,8 +217,33 @@ def fit_law(
         can_extrapolate=n_sizes >= p + 2,
         peak=peak,
         words="",
+        covariance=covariance,
+        dof=dof,
+        peak_low=peak_low,
+        peak_high=peak_high,
     )
     return _with_words(fit)
+
+
+def _peak_interval(theta, covariance, dof: int, level: float) -> tuple[float | None, ...]:
+    """The interval of USL's ``N* = sqrt((1 - sigma) / kappa)`` by the delta method on log N*.
+
+    ``log N* = (log(1 - sigma) - log kappa) / 2``; its gradient in (sigma, kappa) is
+    ``(-1 / (2 (1 - sigma)), -1 / (2 kappa))``. When kappa's own interval reaches 0 the peak
+    may lie at infinity, so the upper end is None (unbounded).
+    """
+    if covariance is None:
+        return None, None
+    sigma, kappa = float(theta[1]), float(theta[2])
+    cov = np.array(covariance)[1:, 1:]
+    grad = np.array([-0.5 / (1 - sigma), -0.5 / kappa])
+    se = float(np.sqrt(max(grad @ cov @ grad, 0.0)))
+    quantile = float(stats.t.ppf(0.5 + level / 2, dof))
+    log_peak = 0.5 * (math.log(1 - sigma) - math.log(kappa))
+    low = math.exp(log_peak - quantile * se)
+    kappa_low = kappa - quantile * math.sqrt(max(cov[1, 1], 0.0))
+    high = math.exp(log_peak + quantile * se) if kappa_low > 0 else None
+    return low, high
 
 
 def choose_model(
@@ -324,8 +395,13 @@ def _with_words(fit: ModelFit) -> ModelFit:
 
 def _coef_text(c: Coefficient) -> str:
     if c.low is None or c.high is None:
-        return f"{c.value:.3g} (no interval: no degrees of freedom)"
-    return f"{c.value:.3g} ({100 * c.level:.0f}% CI {c.low:.3g}-{c.high:.3g})"
+        return f"{number(c.value)} (no interval: no degrees of freedom)"
+    return f"{number(c.value)} ({100 * c.level:.0f}% CI {number(c.low)}-{number(c.high)})"
+
+
+def number(value: float) -> str:
+    """A coefficient in 3 significant digits, and 0 as ``0`` (never ``1e-17``)."""
+    return "0" if abs(value) <= KAPPA_ZERO else f"{value:.3g}"
 
 
 def _choice_words(best: ModelFit, eligible: list[ModelFit], skipped: list[str]) -> str:

@@ -1,38 +1,39 @@
 """Scaling reports: tables and conclusions in words, in every output format.
 
 ``runner report`` (and the summary at the end of ``runner scale``) renders an
-:class:`~cluster_runner.analysis.aggregate.Experiment` in one of :data:`FORMATS`, and says in
-words what the figures show (:func:`conclusions`). The plot lives in
-:mod:`cluster_runner.analysis.plots`, so that matplotlib is imported only for a plot; what
-``runner submit`` prints lives in :mod:`cluster_runner.console`.
+:class:`~cluster_runner.analysis.aggregate.Experiment` in one of :data:`FORMATS`; the words are
+:func:`.words.conclusions`. Every interval is labelled with the level it really reaches (a
+column header such as ``75% CI`` when all rows share one, else the level in each cell), a size
+with more workers than the machine's CPUs is marked ``*``, and ``json`` holds every figure as a
+number: levels, intervals, the fitted laws' coefficients with their intervals, the chosen law,
+the verdicts and the warnings as items. The plot lives in :mod:`.plots`, so that matplotlib is
+imported only for a plot; what ``runner submit`` prints lives in :mod:`cluster_runner.console`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cluster_runner.analysis.intervals import level_text
+from cluster_runner.analysis.models import number
+from cluster_runner.analysis.words import NOISY_LOAD, conclusions
 from cluster_runner.console import number_text as _num
 from cluster_runner.console import range_text as _range
 
 if TYPE_CHECKING:
-    from cluster_runner.analysis.aggregate import Experiment, PointStats, Series
+    from cluster_runner.analysis.aggregate import Experiment, PointStats
 
-
-# --- Scaling reports (``runner report``, and the summary ``runner scale`` ends with) ----------
+__all__ = ["FORMATS", "NOISY_LOAD", "conclusions", "csv_report", "json_report", "print_report"]
 
 FORMATS = ("table", "markdown", "csv", "json")
-
-_AXIS_WORDS = {"workers": "workers", "nodes": "nodes", "chunks": "chunks"}
-#: Percent of the CPUs that other processes may use before a report warns of noisy times.
-NOISY_LOAD = 20.0
-
 
 Column = tuple[str, Callable[["PointStats"], str]]
 
@@ -52,17 +53,35 @@ def point_tables(exp: Experiment) -> list[tuple[str, list[Column]]]:
             ("chunks", lambda p: str(p.chunks)),
             ("tasks", lambda p: str(p.tasks)),
         ]  # fmt: skip
+    elif exp.mode == "throughput":  # issue 19: the problem grows, the resources stay
+        from cluster_runner.analysis.identity import value_text
+
+        key += [
+            ("nodes" if any(p.nodes for p in _points(exp)) else "workers",
+             lambda p: f"{p.nodes or p.workers}{'*' * p.oversubscribed}"),
+            (exp.axis, lambda p: value_text(p.size)),
+        ]  # fmt: skip
     else:
-        key.append((exp.axis, lambda p: str(p.size)))
+        key.append((exp.axis, lambda p: f"{p.size}{'*' * p.oversubscribed}"))
+    points = _points(exp)
+    time_ci = _ci_column(
+        "CI s", [p.time.ci_level for p in points if p.time], lambda p: p.time and p.time.ci_level,
+        lambda p: p.time and (p.time.ci_low, p.time.ci_high), ".3f",
+    )  # fmt: skip
     times: list[Column] = [
         *key,
-        ("runs", lambda p: str(p.runs)),
+        (
+            "runs",
+            lambda p: f"{p.runs}" + (f" (+{p.cold_left_out} cold)" if p.cold_left_out else ""),
+        ),
         ("median s", lambda p: _num(p.time and p.time.median, ".3f", none="not timed")),
-        ("95% CI s", lambda p: _range(p.time and (p.time.ci_low, p.time.ci_high), ".3f")),
+        time_ci,
         ("min-max s", lambda p: _range(p.time and (p.time.min, p.time.max), ".3f")),
-        ("CPU", lambda p: _num(p.cpu_utilisation, ".0%")),
+        ("CV", lambda p: _num(p.cv, ".1%")),
+        ("CPU", _cpu),
         ("peak MiB", lambda p: _num(p.peak_rss_bytes, ".0f", 2**-20)),
         ("start-up s", lambda p: _num(p.startup_s, ".2f")),
+        ("warm-up s", lambda p: _num(p.warmup_s, ".2f")),
     ]
     per_task: list[Column] = [
         ("task ms", lambda p: _num(p.task_s, ".2f", 1e3)),
@@ -71,10 +90,20 @@ def point_tables(exp: Experiment) -> list[tuple[str, list[Column]]]:
     ]
     if exp.axis == "chunks":
         return [("run times", times), ("granularity", [*key, *per_task])]
+    if exp.mode == "throughput":
+        from cluster_runner.analysis.throughput import columns
+
+        return [("run times", times), ("throughput", [*key, *columns(exp), *per_task])]
+    speedup_ci = _ci_column(
+        "CI", [p.speedup_level for p in points if p.speedup_level and not p.reference],
+        lambda p: None if p.reference else p.speedup_level,
+        lambda p: None if p.reference else p.speedup and (p.speedup_low, p.speedup_high), ".2f",
+        reference="reference",
+    )  # fmt: skip
     scaling: list[Column] = [
         *key,
         ("scaled speedup" if weak else "speedup", lambda p: _num(p.speedup, ".2f")),
-        ("95% CI", lambda p: _range(p.speedup and (p.speedup_low, p.speedup_high), ".2f")),
+        speedup_ci,
         ("weak efficiency" if weak else "efficiency", lambda p: _num(p.efficiency, ".0%")),
     ]
     if not weak:
@@ -82,30 +111,84 @@ def point_tables(exp: Experiment) -> list[tuple[str, list[Column]]]:
     return [("run times", times), ("scaling", [*scaling, *per_task])]
 
 
+def _ci_column(name, levels, level_of, bounds_of, spec, reference: str = "") -> Column:
+    """An interval column labelled with its level: in the header when every row shares one
+    (``75% CI s``), else in each cell (``0.95-1.05 (75%)``). A 1-run point has no interval."""
+    shared = {round(v, 6) for v in levels if v}
+    one = len(shared) <= 1
+    header = f"{level_text(next(iter(shared)))} {name}" if len(shared) == 1 else name
+    if not one:
+        header += " (level)"
+
+    def cell(p) -> str:
+        if reference and p.reference:
+            return reference
+        level = level_of(p)
+        if not level:
+            return "-"
+        text = _range(bounds_of(p), spec)
+        return text if one else f"{text} ({level_text(level)})"
+
+    return header, cell
+
+
 def _points(exp: Experiment) -> list[PointStats]:
     return [p for s in exp.series for p in s.points]
 
 
+_FIT_HEADER = ["backend", "law", "coefficients (95% CI)", "AICc", "beyond the sizes measured"]
+
+
 def fit_rows(exp: Experiment) -> list[list[str]]:
-    """Rows of the fits table: backend, law, serial fraction, error, predictions."""
+    """Rows of the fits table: every law fitted to each series, the chosen one first.
+
+    Columns: backend, law (``(chosen)`` on the one AICc prefers), its coefficients with their
+    intervals (and USL's peak N*), its AICc against the chosen law's, and what the chosen law
+    predicts beyond the sizes measured, where it may be extrapolated.
+    """
     rows = []
     for s in exp.series:
-        if s.fit is None:
+        if s.fit == "gustafson" and s.gustafson is not None:
+            rows.append([s.backend, "Gustafson (weak)", _coefs((s.gustafson,)), "-", _beyond(s)])
             continue
-        predicted = ", ".join(f"{v:.2f}x at {n}" for n, v in s.predictions.items())
-        rows.append(
-            [
-                s.backend,
-                s.fit.capitalize(),
-                f"{s.serial_fraction:.3f}",
-                _num(s.fit_error, ".1%"),
-                predicted,
-            ]
-        )
+        if s.models is None:
+            continue
+        delta = dict(s.models.delta_aicc)
+        fits = sorted(s.models.fits, key=lambda f: (f.model != s.fit, delta.get(f.model, 1e9)))
+        for fit in fits:
+            chosen = fit.model == s.fit
+            coefs = _coefs(fit.coefficients)
+            if fit.peak is not None:
+                coefs += f"; N* {fit.peak:.3g}"
+            if fit.model not in delta:
+                why = "no AICc: too few runs"
+            else:
+                why = "chosen" if chosen else f"AICc +{delta[fit.model]:.1f}"
+            if fit.exactly_determined:
+                why += "; exactly determined"
+            law = _title(fit.model) + (" (chosen)" if chosen else "")
+            rows.append([s.backend, law, coefs, why, _beyond(s) if chosen else ""])
     return rows
 
 
-_FIT_HEADER = ["backend", "law", "serial fraction", "fit rms error", "predicted speedup"]
+def _beyond(s) -> str:
+    if s.predictions:
+        return ", ".join(f"{v:.2f}x at {n}" for n, v in s.predictions.items())
+    return "not extrapolated: too few sizes"
+
+
+def _title(model: str | None) -> str:
+    return {"linear": "linear", "amdahl": "Amdahl", "usl": "USL"}.get(model or "", "-")
+
+
+def _coefs(coefficients) -> str:
+    parts = []
+    for c in coefficients:
+        if c.name == "gamma":
+            continue  # the scale of throughput, not a property of scaling
+        ci = "" if c.low is None else f" ({number(c.low)}-{number(c.high)})"
+        parts.append(f"{c.name} {number(c.value)}{ci}")
+    return "; ".join(parts) or "-"
 
 
 def headline(exp: Experiment) -> str:
@@ -115,164 +198,45 @@ def headline(exp: Experiment) -> str:
         "nodes": f"{exp.mode} scaling over nodes",
         "chunks": f"granularity ({exp.mode} mode)",
     }
+    if exp.mode == "throughput":
+        from cluster_runner.analysis.throughput import headline_words
+
+        what[exp.axis] = headline_words(exp)
     return (
         f"{exp.job}: {what[exp.axis]} on {exp.machine}"
         f" ({len(exp.files)} file{'s' * (len(exp.files) != 1)})"
     )
 
 
-def conclusions(exp: Experiment) -> list[str]:
-    """What the figures say, in sentences: who scales best, where efficiency falls, noise."""
-    if not any(s.timed for s in exp.series):
-        lines = ["No timed run verified: there are no times to compare."]
-    elif exp.axis == "chunks":
-        lines = _granularity_lines(exp)
-    else:
-        lines = _scaling_lines(exp)
-    ups = [(s.backend, p.startup_s) for s in exp.series for p in s.points if p.startup_s]
-    if ups:
-        by_backend: dict[str, list[float]] = {}
-        for name, value in ups:
-            by_backend.setdefault(name, []).append(value)
-        parts = ", ".join(f"{b} {_range((min(v), max(v)), '.2f')} s" for b, v in by_backend.items())
-        lines.append(f"Start-up, not included in the run times: {parts}.")
-    busy = [p for p in _points(exp) if p.other_load is not None and p.other_load > NOISY_LOAD]
-    if busy:
-        worst = max(busy, key=lambda p: p.other_load)
-        lines.append(
-            f"Other processes used up to {worst.other_load:.0f}% of the CPUs just before the"
-            f" {worst.size}-{'node' if exp.axis == 'nodes' else 'worker'} points were timed:"
-            " expect noisy times, and trust only differences whose intervals say they are real."
-        )
-    short = [p for p in _points(exp) if p.time and p.time.median < 0.5 and p.cpu_utilisation]
-    if short:
-        lines.append(
-            "CPU use (whole process tree, share of the workers' cores) is coarse for runs"
-            " under 0.5 s: the OS counts CPU time in 10 ms ticks."
-        )
-    for p in _points(exp):
-        if p.problems:
-            lines.append(
-                f"{p.backend} at {_at(exp, p)}: {p.not_counted} run(s) not counted:"
-                f" {'; '.join(p.problems)}"
-            )
+def notes(exp: Experiment) -> list[str]:
+    """What the tables' marks and intervals mean."""
+    lines = [_CI_NOTE]
+    over = [p for p in _points(exp) if p.oversubscribed]
+    if over:
+        lines.append(f"* more workers than the machine's {over[0].cpus} CPUs: they share cores.")
+    if any(p.cpu_driver_only for p in _points(exp)):
+        lines.append(_DRIVER_CPU_NOTE)
     return lines
 
 
-def _at(exp: Experiment, p: PointStats) -> str:
-    if exp.axis == "chunks":
-        return f"{p.chunks} chunks"
-    return f"{p.size} {_AXIS_WORDS[exp.axis]}"
+#: What a CPU figure marked "(driver)" covers (issue 17: it said nothing).
+_DRIVER_CPU_NOTE = (
+    "CPU (driver): the workers are on a cluster the runner connected to, so CPU counts only"
+    " the driver's processes."
+)
 
 
-def _scaling_lines(exp: Experiment) -> list[str]:
-    word = _AXIS_WORDS[exp.axis]
-    kind = "scaled speedup" if exp.mode == "weak" else "speedup"
-    scalable = [s for s in exp.series if len(s.timed) >= 2]
-    if not scalable:
-        return ["Only one size was timed per backend: there is no speedup to report."]
-    lines = []
-    sizes = set.intersection(*({p.size for p in s.timed} for s in scalable))
-    top = max(sizes) if len(sizes) >= 2 else None
-    if top is None:
-        best = max(scalable, key=lambda s: s.timed[-1].speedup or 0)
-        p = best.timed[-1]
-        lines.append(
-            f"Scales best (at different largest sizes): {best.backend}, {kind} {p.speedup:.2f}x"
-            f" at {p.size} {word}."
-        )
-    else:
-        ranked = sorted(scalable, key=lambda s: -_at_size(s, top).speedup)
-        best, p = ranked[0], _at_size(ranked[0], top)
-        fit = (
-            f", {best.fit.capitalize()} serial fraction {best.serial_fraction:.3f}"
-            if best.serial_fraction is not None
-            else ""
-        )
-        lines.append(
-            f"Scales best: {best.backend}, {kind} {p.speedup:.2f}x at {top} {word}"
-            f" ({p.efficiency:.0%} efficient{fit})."
-        )
-        if len(ranked) > 1:
-            q = _at_size(ranked[1], top)
-            apart = p.speedup_low > q.speedup_high
-            lines.append(
-                f"Next: {ranked[1].backend} at {q.speedup:.2f}x; the 95% intervals"
-                f" [{p.speedup_low:.2f}-{p.speedup_high:.2f}] and"
-                f" [{q.speedup_low:.2f}-{q.speedup_high:.2f}]"
-                + (
-                    " do not overlap: a real difference."
-                    if apart
-                    else " overlap: these runs cannot tell their scaling apart."
-                )
-            )
-    lines.extend(_fastest_line(exp, word))
-    drops = []
-    for s in exp.series:
-        low = [p for p in s.timed if p.efficiency is not None and p.efficiency < 0.5]
-        if low:
-            drops.append(f"{s.backend} from {low[0].size} {word} ({low[0].efficiency:.0%})")
-    if drops:
-        lines.append("Efficiency drops below 50%: " + "; ".join(drops) + ".")
-    else:
-        lines.append("Efficiency stays at or above 50% at every point measured.")
-    return lines
+def _cpu(point: Any) -> str:
+    """The CPU column: the share of the workers' cores, marked where only the driver counted."""
+    text = _num(point.cpu_utilisation, ".0%")
+    return f"{text} (driver)" if point.cpu_driver_only and text != "-" else text
 
 
-def _at_size(series: Series, size: int) -> PointStats:
-    return next(p for p in series.timed if p.size == size)
-
-
-def _fastest_line(exp: Experiment, word: str) -> list[str]:
-    """Which backend is fastest at the largest size two of them share, and is it real."""
-    from cluster_runner.analysis.metrics import interval_excludes, ratio_ci
-
-    if len(exp.series) < 2:
-        return []
-    by_size: dict[int, list[PointStats]] = {}
-    for s in exp.series:
-        for p in s.timed:
-            by_size.setdefault(p.size, []).append(p)
-    shared = [n for n, ps in by_size.items() if len(ps) >= 2]
-    if not shared:
-        return []
-    n = max(shared)
-    fast, second = sorted(by_size[n], key=lambda p: p.time.median)[:2]
-    ratio, low, high = ratio_ci(second.samples, fast.samples)
-    verdict = (
-        "a real difference" if interval_excludes(low, high) else "within the noise of these runs"
-    )
-    return [
-        f"Fastest at {n} {word}: {fast.backend} ({fast.time.median:.3f} s), {ratio:.2f}x"
-        f" faster than {second.backend} (95% CI {low:.2f}-{high:.2f}x: {verdict})."
-    ]
-
-
-def _granularity_lines(exp: Experiment) -> list[str]:
-    from cluster_runner.analysis.metrics import first_above
-
-    lines = []
-    for s in exp.series:
-        timed = s.timed
-        if not timed:
-            continue
-        where = f"{s.backend} on {s.workers} workers"
-        best = min(timed, key=lambda p: p.time.median)
-        onset = first_above(
-            [p.chunks for p in timed], [p.overhead_share or 0.0 for p in timed], 0.5
-        )
-        if onset is None:
-            verdict = f"per-task overhead stays below the work up to {timed[-1].chunks} chunks"
-        else:
-            p = next(q for q in timed if q.chunks == onset)
-            verdict = (
-                f"per-task overhead ({p.overhead_s * 1e3:.2f} ms) costs more than the work"
-                f" from {onset} chunks on (tasks of {p.task_s * 1e3:.2f} ms)"
-            )
-        lines.append(
-            f"{where}: fastest at {best.chunks} chunks ({best.time.median:.3f} s); {verdict}."
-        )
-    return lines
+_CI_NOTE = (
+    "Times count timed runs that verified (a cold first run left out). CI: exact order-statistic"
+    " interval of the median, labelled with the level these runs reach; for a speedup, the"
+    " Hodges-Lehmann interval of the ratio of times (exact Mann-Whitney)."
+)
 
 
 def print_report(exp: Experiment, out: Console) -> None:
@@ -291,17 +255,12 @@ def print_report(exp: Experiment, out: Console) -> None:
         for name in _FIT_HEADER:
             fits.add_column(name)
         for row in rows:
-            fits.add_row(*row)
+            fits.add_row(*(escape(c) for c in row))
         out.print(fits)
-    out.print(_CI_NOTE)
+    for line in notes(exp):
+        out.print(escape(line))
     for line in conclusions(exp):
         out.print(escape(line))
-
-
-_CI_NOTE = (
-    "Times count timed runs that verified; 95% CI: bootstrap interval of the median"
-    " (of the ratio of medians, for a speedup)."
-)
 
 
 def markdown_report(exp: Experiment) -> str:
@@ -313,13 +272,18 @@ def markdown_report(exp: Experiment) -> str:
     fits = fit_rows(exp)
     if fits:
         lines += ["", "**fits**", "", *_pipe_table(_FIT_HEADER, fits)]
-    lines += ["", _CI_NOTE, "", *(f"- {line}" for line in conclusions(exp))]
+    lines += ["", *notes(exp), "", *(f"- {line}" for line in conclusions(exp))]
     return "\n".join(lines) + "\n"
+
+
+def pipe_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown pipe table: the header, the alignment row (first column left), the rows."""
+    return _pipe_table(header, rows)
 
 
 def _pipe_table(header: list[str], rows: list[list[str]]) -> list[str]:
     def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+        return "| " + " | ".join(c.replace("|", "\\|").replace("*", "\\*") for c in cells) + " |"
 
     align = ["---" if i == 0 else "---:" for i in range(len(header))]
     return [line(header), "| " + " | ".join(align) + " |", *(line(r) for r in rows)]
@@ -327,10 +291,11 @@ def _pipe_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 _CSV_FIELDS = (
     *("backend", "size", "workers", "nodes", "chunks", "factor", "tasks", "runs"),
-    *("median_s", "ci_low_s", "ci_high_s", "min_s", "max_s"),
-    *("speedup", "speedup_low", "speedup_high", "efficiency", "karp_flatt"),
+    *("median_s", "ci_low_s", "ci_high_s", "ci_level", "min_s", "max_s", "cv"),
+    *("speedup", "speedup_low", "speedup_high", "speedup_level", "reference"),
+    *("efficiency", "karp_flatt", "cpus", "oversubscribed", "cold_left_out"),
     *("cpu_utilisation", "peak_rss_bytes", "task_s", "overhead_s", "overhead_share"),
-    *("startup_s", "not_counted", "problems"),
+    *("startup_s", "warmup_s", "not_counted", "problems"),
 )
 
 
@@ -343,12 +308,13 @@ def csv_report(exp: Experiment) -> str:
     writer = csv.DictWriter(buffer, fieldnames=["job", "mode", "axis", *_CSV_FIELDS])
     writer.writeheader()
     for p in _points(exp):
-        row = {k: v for k, v in asdict(p).items() if k in _CSV_FIELDS}
+        row = {k: getattr(p, k) for k in _CSV_FIELDS if hasattr(p, k)}
         if p.time is not None:
             row.update(
                 median_s=p.time.median,
                 ci_low_s=p.time.ci_low,
                 ci_high_s=p.time.ci_high,
+                ci_level=p.time.ci_level,
                 min_s=p.time.min,
                 max_s=p.time.max,
             )
@@ -358,9 +324,32 @@ def csv_report(exp: Experiment) -> str:
 
 
 def json_report(exp: Experiment) -> str:
-    """The ``json`` format: the whole experiment, every figure, and the conclusions."""
+    """The ``json`` format: the whole experiment, every figure as a number, and the words.
+
+    Points carry their intervals with ``ci_level`` and ``speedup_level``; series their
+    ``models`` (every law fitted: coefficients with ``low``/``high``/``level``, AICc, ``peak``
+    N* with its interval), the chosen ``fit``, ``predictions`` with ``prediction_intervals``
+    and the Karp-Flatt ``trend``; the experiment its ``baseline``, the verdicts ``scaling`` and
+    ``fastest``, and ``findings``: every warning as ``{kind, where, text, fix}``. A number that
+    is not finite is written as null.
+    """
     import json
 
     data = asdict(exp)
     data["conclusions"] = conclusions(exp)
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+    return json.dumps(_finite(data), indent=2, sort_keys=True) + "\n"
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every non-finite float as None, in dicts, lists and tuples: for JSON."""
+    return _finite(value)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

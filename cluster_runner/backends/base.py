@@ -10,8 +10,9 @@ capability flags):
 
 :class:`PoolBackend` (``native_dependencies = False``: serial, threads, local)
     The engine knows nothing of dependencies. The walk hands :meth:`PoolBackend.submit_batch`
-    ready tasks with concrete argument values, and gets a ``concurrent.futures.Future`` of
-    their outputs: the one required method, as ``submit`` is for ``Executor``.
+    a batch of ready tasks with concrete argument values (or a slice of a map), and gets a
+    ``concurrent.futures.Future`` of their output: the one required method, as ``submit`` is
+    for ``Executor``.
 
 :class:`GraphBackend` (``native_dependencies = True``: Dask, Ray)
     The engine resolves dependencies itself. The walk calls :meth:`GraphBackend.submit` for
@@ -30,13 +31,15 @@ the address, the TLS policy, the warm-up hooks. Engine-neutral parts of the clus
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cluster_runner.execution.tasks import TaskOutput, WarmUp, run_warm_ups
+from cluster_runner.execution.tasks import BatchOutput, TaskOutput, WarmUp, run_warm_ups
 from cluster_runner.graph import Task
 
 if TYPE_CHECKING:
@@ -81,8 +84,17 @@ class BackendInfo:
     address: str | None = None  # None: the backend started its own engine
     start_method: str | None = None  # multiprocessing start method, for the local backend
     dashboard: str | None = None
-    startup_s: float | None = None  # seconds start() took
+    startup_s: float | None = None  # seconds start() took, the warm-up left out
+    warmup_s: float | None = None  # seconds the job's warm-up hooks took within start()
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EngineTrace:
+    """What :meth:`Backend.profile` wrote (``--profile``): a file, or why there is none."""
+
+    path: Path | None = None  # the engine's trace, once the ``profile`` block has ended
+    error: str | None = None  # why it could not be written, in words
 
 
 @dataclass(frozen=True)
@@ -123,7 +135,9 @@ class Backend(ABC):
 
         self.options = options
         self.spec: BackendSpec = resolve(options, type(self))
-        self.startup_s: float | None = None
+        self.startup_s: float | None = None  # start() without the warm-up: the engine's own
+        self.warmup_s: float | None = None  # the job's warm-up hooks, where they ran
+        self._warm_s = 0.0  # warm-up seconds measured in the start() under way
 
     @abstractmethod
     def start(self) -> None:
@@ -141,12 +155,24 @@ class Backend(ABC):
         """The engine's name, version, worker and node counts, address."""
 
     def warm_up_driver(self) -> None:
-        """Run the warm-up hooks in the driver, before any worker starts.
+        """Run the warm-up hooks in the driver, before any worker starts; timed as warm-up.
 
         Compiled kernels are then in numba's cache, which the workers load, where they would
         otherwise all compile them at the same time.
         """
-        run_warm_ups(self.spec.warm_up)
+        if self.spec.warm_up:
+            began = time.perf_counter()
+            run_warm_ups(self.spec.warm_up)
+            self._warm_s += time.perf_counter() - began
+
+    def warmed_on_workers(self, seconds: Iterable[float]) -> None:
+        """Count the warm-up the workers reported (run in parallel: the longest) as warm-up.
+
+        The start-up probe (:func:`~cluster_runner.execution.tasks.warm_worker`) runs the
+        hooks on each worker and says how long they took there (issue 16: the warm-up belongs
+        to the workload, and is recorded apart from the engine's start-up).
+        """
+        self._warm_s += max(seconds, default=0.0)
 
     def preflight(self, expected_workers: int) -> list[str]:
         """Problems that would make a timing meaningless, in words; ``[]`` when ready to time.
@@ -161,6 +187,17 @@ class Backend(ABC):
             return [f"{self.name}: {workers} worker(s) up, {expected_workers} expected"]
         return []
 
+    @contextlib.contextmanager
+    def profile(self, stem: Path) -> Iterator[EngineTrace]:
+        """Keep the engine's own trace of what runs inside the block (``--profile``).
+
+        ``stem`` is the file's path without its suffix; the engine adds its own (Dask: a
+        ``performance_report`` page, ``.html``; Ray: its timeline, Chrome trace ``.json``).
+        The default keeps nothing: a pool's tasks are in the records' timelines already. A
+        trace that cannot be written never fails the runs: the yielded object says why.
+        """
+        yield EngineTrace(error=f"{self.name} has no engine trace (see the records' timeline)")
+
     def abort_running(self) -> None:
         """Stop the tasks in flight after a run timed out, leaving the backend usable.
 
@@ -174,9 +211,14 @@ class Backend(ABC):
         self.start()
 
     def __enter__(self) -> Backend:
+        """Start, timed: ``startup_s`` is the engine's start-up, ``warmup_s`` the job's warm-up
+        hooks within it (in the driver, and the longest of the workers'), measured apart."""
+        self._warm_s = 0.0
         began = time.perf_counter()
         self.start()
-        self.startup_s = time.perf_counter() - began
+        took = time.perf_counter() - began
+        self.warmup_s = min(self._warm_s, took)
+        self.startup_s = took - self.warmup_s
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -189,10 +231,13 @@ class PoolBackend(Backend):
     native_dependencies = False
 
     @abstractmethod
-    def submit_batch(self, batch: Sequence[tuple[Task, Sequence[Any]]]) -> cf.Future:
-        """Start several ready tasks, with their argument values, in one message.
+    def submit_batch(self, run: Callable[..., BatchOutput], *args: Any) -> cf.Future:
+        """Start one batch of ready tasks, in one message: ``run(identify, *args)`` on a worker.
 
-        The future's value is their :class:`TaskOutput` list, in order; it raises the first
+        ``run`` is :func:`~cluster_runner.execution.tasks.run_batch` (single tasks, argument
+        values given) or :func:`~cluster_runner.execution.tasks.run_slice` (a slice of a map);
+        ``identify`` is the backend's, naming the worker from inside it. The future's value is
+        the batch's :class:`~cluster_runner.execution.tasks.BatchOutput`; it raises the first
         task error, or ``concurrent.futures.BrokenExecutor`` if a worker died (the walk then
         calls :meth:`restart` and submits the lost tasks again).
         """

@@ -14,7 +14,8 @@ in :meth:`ClusterBackend.start`, always does the same things in the same order:
    offers is refused at submit (:meth:`~ClusterBackend.refuse_unoffered`), where the engine
    would keep it waiting forever;
 5. run the start-up probe (:func:`~cluster_runner.execution.tasks.warm_worker`) on every
-   worker, which runs the warm-up hooks there and reports BLAS threads.
+   worker, which runs the warm-up hooks there and reports BLAS threads and how long the hooks
+   took, which is recorded as warm-up, apart from the start-up (with step 1's).
 
 If any step fails, what was started is closed again before the error goes on. The engine
 modules only fill in the engine-specific steps.
@@ -25,8 +26,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from abc import abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from cluster_runner.backends.base import BackendOptions, GraphBackend
@@ -71,6 +73,44 @@ class EnvPatch:
 
     def __exit__(self, *exc: object) -> None:
         self.restore()
+
+
+#: Checks a waiting run makes at each heartbeat, besides asking the head: each raises an
+#: :class:`ExecutionError` when the run cannot finish for a reason outside the engine (issue 19:
+#: a Slurm job holding the sweep's nodes was cancelled or passed its time limit, see
+#: :mod:`cluster_runner.clusters.slurm_alloc`). Whoever holds such resources adds its check for
+#: as long as it holds them.
+RUN_WATCHES: list[Callable[[], None]] = []
+
+
+class Heartbeat:
+    """Notices, while a run waits, that the cluster's head (a GCS, a scheduler) is lost.
+
+    A driver waiting on a head that died, froze or dropped off the network may hear nothing
+    from the engine: Ray's ``ray.get`` waits on until Ray's C++ core ends the process 60 s
+    later with a line of its own; a Dask client waits forever on a frozen scheduler. So the
+    backends wait in steps of about a second and call :meth:`check` between them, which asks
+    ``ping`` (a cheap call to the head, True if it answered); once the head has not answered
+    for ``lost_after`` seconds, ``lost()`` is raised (an :class:`ExecutionError`), the run is
+    recorded as failed and ends with one line.
+    """
+
+    def __init__(
+        self, ping: Callable[[], bool], lost: Callable[[], Exception], lost_after: float
+    ) -> None:
+        self.ping, self.lost, self.lost_after = ping, lost, lost_after
+        self._since: float | None = None  # when the head first failed to answer
+
+    def check(self) -> None:
+        for watch in list(RUN_WATCHES):
+            watch()
+        if self.ping():
+            self._since = None
+            return
+        now = time.monotonic()
+        self._since = self._since if self._since is not None else now
+        if now - self._since >= self.lost_after:
+            raise self.lost()
 
 
 def natural_key(name: Any) -> list[Any]:
@@ -121,7 +161,7 @@ class ClusterBackend(GraphBackend):
         """The resources (``GPU``, ...) that some member in use offers."""
 
     @abstractmethod
-    def _probe_workers(self) -> list[tuple[int, int]]:
+    def _probe_workers(self) -> list[tuple[int, int, float]]:
         """Run :func:`~cluster_runner.execution.tasks.warm_worker` on every worker."""
 
     # --- written once ---------------------------------------------------------------------
@@ -137,7 +177,8 @@ class ClusterBackend(GraphBackend):
             self._choose()
             self.offered = frozenset(self._offered_resources())
             found = self._probe_workers()
-            self.worker_blas_threads = max((blas for _, blas in found), default=None)
+            self.worker_blas_threads = max((blas for _, blas, _ in found), default=None)
+            self.warmed_on_workers(seconds for _, _, seconds in found)
         except BaseException:
             self.close()
             raise

@@ -7,6 +7,11 @@ use N cores. With ``--address tcp://HOST:PORT`` (or ``tls://``) a ``Client`` con
 running scheduler and nothing is started; :meth:`~DaskBackend.close` then closes the client and
 leaves the cluster as it found it.
 
+User code. A job's own workload (a user's module or file) reaches the workers of the embedded
+cluster through the driver's ``sys.path``, which their processes start from, and a warm-up hook
+that imports it; a connected cluster's workers get it from worker plugins, withdrawn at close
+(:mod:`cluster_runner.backends.shipping`).
+
 Security. Whoever can open a connection to a Dask scheduler can run any code on its workers.
 ``BackendOptions.extra`` may hold ``tls_ca_file``, ``tls_cert`` and ``tls_key`` (PEM files):
 the driver then speaks mutual TLS (``tls://``), to a connected scheduler or within the embedded
@@ -26,6 +31,12 @@ run starts with every worker again.
 The graph runs natively, sent whole to the scheduler when it is gathered; how a run becomes
 one Dask graph, and where ``nodes = k`` places its tasks, is :mod:`.dask_graph`'s to say.
 
+A lost scheduler ends the run in one line with a failed record: a connected scheduler that is
+gone fails the run's futures at once; one that froze or dropped off the network is noticed by
+a heartbeat between the steps of the wait (:meth:`~DaskBackend._wait`); the embedded
+cluster's, should it stop mid-run, has its worker processes ended at close rather than waited
+for (:mod:`.dask_watch`).
+
 A run that passes its timeout has its futures cancelled. A running Python function cannot be
 stopped, so on the embedded cluster the workers still running one are restarted by their
 nannies; a connected cluster's workers are never restarted: the task runs on, and
@@ -35,6 +46,7 @@ nannies; a connected cluster's workers are never restarted: the task runs on, an
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -56,14 +68,20 @@ from cluster_runner.backends.dask_graph import (
     future_error,
     task_key,
 )
+from cluster_runner.backends.dask_watch import WATCH_S, close_cluster, scheduler_heartbeat
 from cluster_runner.backends.failures import one_line, timed_out
+from cluster_runner.backends.shipping import DaskShipment, code_in, describe, worker_warm_ups
 from cluster_runner.backends.tls import TlsFiles
 from cluster_runner.errors import ConnectError
 from cluster_runner.execution.tasks import SINGLE_THREAD_ENV, warm_worker
 from cluster_runner.graph import Task
 
 #: Loggers of the driver process whose tracebacks say no more than the run's one-line error.
-_QUIET_LOGGERS = ("distributed.client", "distributed.scheduler")
+_QUIET_LOGGERS = (
+    "distributed.client",
+    "distributed.scheduler",
+    "distributed.nanny",  # the workers it could not stop when the embedded scheduler is lost
+)
 
 
 class _SyncCancelRace(logging.Filter):
@@ -99,6 +117,7 @@ class DaskBackend(ClusterBackend):
         self._graph = DaskGraph()  # the run's tasks, until gather() sends them
         self._lost: list[tuple[str, ...]] = []  # keys in the scheduler's remove-worker events
         self._subscribed = False  # to the scheduler's events (topic "all")
+        self._code = DaskShipment(code_in(self.spec.warm_up))  # the user's, for --address
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -125,7 +144,7 @@ class DaskBackend(ClusterBackend):
             host="127.0.0.1",
             dashboard_address="127.0.0.1:0",
             worker_dashboard_address="127.0.0.1:0",
-            silence_logs=logging.ERROR,
+            silence_logs=logging.CRITICAL,  # a lost scheduler is the run's one line
             env={**SINGLE_THREAD_ENV, GPUS_ENV: str(self.gpus)},
             resources={"GPU": 1} if self.gpus else None,  # each worker may run a GPU task
             preload=[dask_setup.__module__],  # runs dask_setup in each worker
@@ -174,6 +193,11 @@ class DaskBackend(ClusterBackend):
         assert self.client is not None
         self.client.subscribe_topic("all", self._on_event)
         self._subscribed = True
+        if self.spec.remote and self._code.sources:
+            # A connected cluster's workers may be other machines: send them the user's code
+            # (issue 13; see cluster_runner.backends.shipping). The embedded cluster's workers
+            # start from the driver's sys.path, and run the code's warm-up hooks instead.
+            self._code.send(self.client)
 
     def _members(self) -> dict[str, Any]:
         return {str(w["name"]): natural_key(w["name"]) for w in self._worker_table().values()}
@@ -188,22 +212,24 @@ class DaskBackend(ClusterBackend):
     def _offered_resources(self) -> Iterable[str]:
         return {name for w in self._used(self._worker_table()).values() for name in w["resources"]}
 
-    def _probe_workers(self) -> list[tuple[int, int]]:
+    def _probe_workers(self) -> list[tuple[int, int, float]]:
         assert self.client is not None
-        return list(self.client.run(warm_worker, self.spec.warm_up).values())
+        hooks = worker_warm_ups(self.spec.warm_up, shipped=self.spec.remote)
+        return list(self.client.run(warm_worker, hooks).values())
 
     def close(self) -> None:
         client, self.client = self.client, None
         cluster, self.cluster = self.cluster, None
         self._graph.discard()
         if client is not None:
+            self._code.withdraw(client)  # the cluster's later workers do not get our code
             if self._subscribed and client.status == "running":
                 # Else the scheduler would send this client the news of its own leaving.
                 client.unsubscribe_topic("all")
             self._subscribed = False
             client.close(timeout=30)
         if cluster is not None:
-            cluster.close(timeout=30)
+            close_cluster(cluster)
         self.env.restore()
 
     # --- running tasks ------------------------------------------------------------------------
@@ -228,9 +254,7 @@ class DaskBackend(ClusterBackend):
         wanted = [sent[handle.key] for handle in handles]
         futures = list(sent.values())
         try:
-            for future in as_completed(wanted, loop=self.client.loop, timeout=timeout):
-                if future.status != "finished":
-                    raise future_error(future)
+            self._wait(wanted, timeout)
             outputs = self.client.gather(wanted)
         except TimeoutError:
             running = [f for f in futures if not f.done()]
@@ -241,6 +265,28 @@ class DaskBackend(ClusterBackend):
             self.client.cancel([f for f in futures if not f.done()])
             retried = self._retried(token)
         return Gathered(outputs, retried)
+
+    def _wait(self, wanted: list[Future], timeout: float | None) -> None:
+        """Wait for ``wanted`` (raising ``TimeoutError`` after ``timeout`` s, or the error of
+        one that did not finish), waking every :data:`WATCH_S` seconds to check that a
+        connected cluster's scheduler still answers (:func:`.dask_watch.scheduler_heartbeat`)."""
+        assert self.client is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # A connected scheduler may freeze; the embedded one runs in this process.
+        heartbeat = scheduler_heartbeat(self.client, self.spec.target, watch=self.cluster is None)
+        pending = list(wanted)
+        while pending:
+            left = None if deadline is None else deadline - time.monotonic()
+            step = WATCH_S if left is None else max(0.0, min(WATCH_S, left))
+            try:
+                for future in as_completed(pending, loop=self.client.loop, timeout=step):
+                    if future.status != "finished":
+                        raise future_error(future)
+                    pending.remove(future)
+            except TimeoutError:
+                if left is not None and left <= WATCH_S:
+                    raise  # the run's own --timeout
+                heartbeat.check()
 
     def _on_event(self, event: tuple[float, Any]) -> None:
         """Note the keys a worker's death made the scheduler run again (client's event loop)."""
@@ -291,9 +337,14 @@ class DaskBackend(ClusterBackend):
         assert self.client is not None, "start() the backend first"
         scheduler = self.client.scheduler_info(n_workers=-1)
         used = self._used(dict(scheduler["workers"]))
-        dashboard = None
+        dashboard, hint = None, {}
         if "dashboard" in scheduler.get("services", {}):
-            dashboard = self.client.dashboard_link
+            # Without bokeh the scheduler still serves HTTP, but its dashboard pages answer 404
+            # (issue 17); only of an embedded cluster is it known whether bokeh is there.
+            if self.options.address is None and importlib.util.find_spec("bokeh") is None:
+                hint["dashboard_hint"] = "needs bokeh: pip install 'cluster-runner[dask]'"
+            else:
+                dashboard = self.client.dashboard_link
         return BackendInfo(
             self.name,
             distributed.__version__,
@@ -302,6 +353,7 @@ class DaskBackend(ClusterBackend):
             address=self.options.address,
             dashboard=dashboard,
             startup_s=self.startup_s,
+            warmup_s=self.warmup_s,
             extra={
                 "scheduler": scheduler.get("address"),
                 "dask": dask.__version__,
@@ -312,8 +364,16 @@ class DaskBackend(ClusterBackend):
                 ),
                 "worker_blas_threads": self.worker_blas_threads,
                 "gpus": self.gpus,
+                "shipped": describe(self._code.sources) if self._code.names else [],
+                **hint,
             },
         )
+
+    def profile(self, stem):
+        """Dask's ``performance_report`` of the block (``--profile``; :mod:`.profiling`)."""
+        from cluster_runner.backends.profiling import dask_report
+
+        return dask_report(self.client, stem)
 
     def preflight(self, expected_workers: int) -> list[str]:
         """Missing workers (fewer threads than expected, chosen ones gone) and busy workers."""

@@ -81,6 +81,8 @@ def dask_setup(worker: Any) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("distributed.worker").addFilter(_TaskErrorLog())
+    # A lost scheduler is the run's one-line error, not each worker's INFO notice of it.
+    logging.getLogger("distributed.core").setLevel(logging.WARNING)
     gpus = int(os.environ.get(GPUS_ENV, "0"))
     if gpus:
         digits = "".join(ch for ch in str(worker.name) if ch.isdigit()) or "0"

@@ -1,20 +1,19 @@
 """Backends built on a ``concurrent.futures.Executor``: the shared half of serial, threads, local.
 
 Such an engine knows nothing of dependencies, so the ready-driven walk hands
-:meth:`~ExecutorBackend.submit_batch` ready tasks with concrete values and waits on the
-returned futures (a :class:`~cluster_runner.backends.base.PoolBackend`). A subclass only
+:meth:`~ExecutorBackend.submit_batch` batches of ready tasks with concrete values and waits on
+the returned futures (a :class:`~cluster_runner.backends.base.PoolBackend`). A subclass only
 creates ``self.executor`` in ``start`` and says who its workers are.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from cluster_runner.backends.base import PoolBackend
-from cluster_runner.execution.tasks import local_identity, run_batch
-from cluster_runner.graph import Task
+from cluster_runner.execution.tasks import BatchOutput, local_identity
 
 
 class ExecutorBackend(PoolBackend):
@@ -24,11 +23,10 @@ class ExecutorBackend(PoolBackend):
     #: Names the worker a task ran on, from inside it (a top-level function, so it pickles).
     identify: Callable[[], tuple[str, str]] = staticmethod(local_identity)
 
-    def submit_batch(self, batch: Sequence[tuple[Task, Sequence[Any]]]) -> cf.Future:
-        """Start several ready tasks in one message; the future's value is their outputs."""
+    def submit_batch(self, run: Callable[..., BatchOutput], *args: Any) -> cf.Future:
+        """Start one batch in one message; the future's value is its :class:`BatchOutput`."""
         assert self.executor is not None, "start() the backend before submitting"
-        work = [(task.key, task.func, args) for task, args in batch]
-        return self.executor.submit(run_batch, self.identify, work)
+        return self.executor.submit(run, self.identify, *args)
 
     def close(self) -> None:
         if self.executor is not None:

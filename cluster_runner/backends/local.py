@@ -15,6 +15,19 @@ Each worker process, when it starts (:func:`init_worker`):
 :meth:`LocalBackend.start` then waits until every worker has started and run the job's
 warm-up hooks (``BackendOptions.warm_up``: loading compiled kernels), so the start-up cost is
 measured apart from the first run.
+
+With ``forkserver``, the server that forks the workers is started with numpy imported and the
+job's own warm-up hooks run, the runner's only (:mod:`cluster_runner.backends.preload`): workers
+are born with the kernels loaded, and import nothing a job without kernels does not need (the
+no-op job's workers have numpy, not numba). The driver then need not run the hooks itself; with
+``spawn``, or when a forkserver was already running without them, it runs them first, so that
+the workers load compiled kernels from the cache instead of all compiling them at once.
+
+Warm-up is the job's, and is recorded apart (issue 16): the hooks' seconds in the forkserver
+(when this start started it, as every worker it forks reports), in the driver and in the
+slowest worker are ``warmup_s``; ``startup_s`` is the rest, the pool's own start-up, which
+``scripts/bench_driver.py`` compares with a plain ``ProcessPoolExecutor`` whose workers import
+numpy.
 """
 
 from __future__ import annotations
@@ -27,13 +40,15 @@ import platform
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from cluster_runner.backends.base import BackendInfo, BackendOptions
 from cluster_runner.backends.executor import ExecutorBackend
+from cluster_runner.backends.preload import HOOKS_ENV, local_probe, preloadable
 from cluster_runner.devices import WORKER_GPU_ENV
 from cluster_runner.errors import ExecutionError, UsageError
-from cluster_runner.execution.tasks import SINGLE_THREAD_ENV, warm_worker
+from cluster_runner.execution.tasks import SINGLE_THREAD_ENV, WarmUp
 
 #: ``prctl`` option: the signal the kernel sends this process when its parent dies.
 _PR_SET_PDEATHSIG = 1
@@ -83,6 +98,44 @@ def _release_forkserver() -> None:
         server._forkserver_alive_fd = None
 
 
+#: The hooks the forkserver this process started runs at its start (None: not started here).
+_forkserver_hooks: set[str] | None = None
+
+
+def _preloaded_forkserver(
+    start_method: str, warm_up: Sequence[WarmUp], gpus: int
+) -> tuple[bool, bool]:
+    """Make sure the forkserver runs, started with numpy and ``warm_up``'s hooks if it may be.
+
+    Returns ``(ready, started)``: ready when the workers it forks are born with every hook run
+    (see the module docstring); False when the driver should run them first: ``spawn``, GPU
+    jobs (a CUDA context must not cross a fork), a user's hooks, a forkserver this process had
+    started without them, or a platform other than Linux (macOS's system libraries, numpy's
+    Accelerate among them, are not safe to use after a fork). ``started``: this call started
+    the server, so the hooks' time there belongs to this pool's warm-up.
+    """
+    global _forkserver_hooks
+    if start_method != "forkserver" or gpus or not sys.platform.startswith("linux"):
+        return False, False
+    from multiprocessing import forkserver
+
+    wanted = preloadable(warm_up)
+    server = forkserver._forkserver  # the process-wide server every forkserver pool uses
+    started = False
+    if getattr(server, "_forkserver_pid", None) is None:
+        server.set_forkserver_preload(["__main__", "cluster_runner.backends.preload"])
+        os.environ[HOOKS_ENV] = ",".join(wanted)  # read, and removed, by the server as it starts
+        try:
+            server.ensure_running()
+        finally:
+            os.environ.pop(HOOKS_ENV, None)
+        if getattr(server, "_forkserver_pid", None) is not None:
+            _forkserver_hooks = set(wanted)
+            started = True
+    ready = _forkserver_hooks is not None and set(wanted) <= _forkserver_hooks
+    return ready and len(wanted) == len(warm_up), started
+
+
 class LocalBackend(ExecutorBackend):
     name = "local"
     worker_processes = True
@@ -101,32 +154,40 @@ class LocalBackend(ExecutorBackend):
         self.worker_pids: list[int] = []
 
     def start(self) -> None:
-        self.warm_up_driver()
         context = multiprocessing.get_context(self.start_method)
         gpus = self.gpus = self.spec.gpus()
+        ready, started = _preloaded_forkserver(self.start_method, self.spec.warm_up, gpus)
+        if not ready:
+            self.warm_up_driver()
         self.executor = cf.ProcessPoolExecutor(
             self.workers,
             mp_context=context,
             initializer=init_worker,
             initargs=(context.Value("i", 0), gpus),
         )
-        self._wait_for_workers()
+        self._wait_for_workers(started)
 
-    def _wait_for_workers(self, timeout: float = 120.0) -> None:
-        """Submit probes until every worker has answered one (the pool spawns on demand)."""
+    def _wait_for_workers(self, server_started: bool, timeout: float = 120.0) -> None:
+        """Submit probes until every worker has answered one (the pool spawns on demand).
+
+        Each probe runs the warm-up hooks and says how long they took, there and in the
+        forkserver: both are the warm-up (the forkserver's only if this start started it).
+        """
         assert isinstance(self.executor, cf.ProcessPoolExecutor)
-        seen: dict[int, int] = {}
+        seen: dict[int, tuple[int, float, float]] = {}
         deadline = time.monotonic() + timeout
         hold = 0.05
         while len(seen) < self.workers and time.monotonic() < deadline:
             probes = [
-                self.executor.submit(warm_worker, self.spec.warm_up, hold)
+                self.executor.submit(local_probe, self.spec.warm_up, hold)
                 for _ in range(self.workers)
             ]
             try:
                 for probe in probes:
-                    pid, blas = probe.result(timeout=max(1.0, deadline - time.monotonic()))
-                    seen[pid] = blas
+                    pid, blas, hooks_s, server_s = probe.result(
+                        timeout=max(1.0, deadline - time.monotonic())
+                    )
+                    seen.setdefault(pid, (blas, hooks_s, server_s))
             except (cf.BrokenExecutor, cf.TimeoutError) as exc:
                 self.close(grace=0.0)
                 raise ExecutionError(
@@ -135,7 +196,10 @@ class LocalBackend(ExecutorBackend):
                 ) from None
             hold *= 2
         self.worker_pids = sorted(seen)
-        self.worker_blas_threads = max(seen.values(), default=None)
+        self.worker_blas_threads = max((blas for blas, _, _ in seen.values()), default=None)
+        self.warmed_on_workers(hooks_s for _, hooks_s, _ in seen.values())
+        if server_started:
+            self.warmed_on_workers(server_s for _, _, server_s in seen.values())
 
     def close(self, grace: float = 5.0) -> None:
         """Shut the pool down; a worker still busy after ``grace`` seconds (a hung task) is killed.
@@ -175,5 +239,6 @@ class LocalBackend(ExecutorBackend):
             workers=self.workers,
             start_method=self.start_method,
             startup_s=self.startup_s,
+            warmup_s=self.warmup_s,
             extra={"worker_blas_threads": self.worker_blas_threads, "gpus": self.gpus},
         )

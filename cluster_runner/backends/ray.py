@@ -29,6 +29,16 @@ Lost workers. A task whose worker process dies is rerun by its owner, the driver
 :class:`~cluster_runner.errors.WorkerLostError`. Each task reports the attempt it ran in (Ray's
 own attempt number) in its trace, and :meth:`~RayBackend.gather` reports their sum.
 
+User code. A job's own workload (a user's module or file) is shipped in the job's
+``runtime_env`` (``py_modules``), to the instance started here as to a cluster: Ray workers
+never start from the driver's ``sys.path`` (:mod:`cluster_runner.backends.shipping`).
+
+A lost GCS would leave ``ray.get`` waiting until Ray's C++ core ends the driver 60 s later, with
+no record of the run: :meth:`~RayBackend.gather` checks the GCS as it waits
+(:func:`~cluster_runner.backends.ray_connection.gcs_heartbeat`) and fails the run after 10 s.
+The instance started here keeps its session (sockets, logs) in a private folder (0700), removed
+when it ends (by the reaper if the driver dies), not in the world-readable ``/tmp/ray``.
+
 Orphans. The instance started here is fate-shared with the driver by Ray itself, except its
 two agent processes, which, when the raylet dies without a SIGTERM, first try for a minute to
 report to a GCS that is gone. A reaper process (:mod:`cluster_runner.backends.reaper`) ends
@@ -45,7 +55,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -58,6 +70,7 @@ from ray.exceptions import (
     NodeDiedError,
     ObjectLostError,
     RayTaskError,
+    RuntimeEnvSetupError,
     TaskCancelledError,
     WorkerCrashedError,
 )
@@ -65,9 +78,15 @@ from ray.exceptions import (
 from cluster_runner.backends.base import BackendInfo, BackendOptions, Gathered
 from cluster_runner.backends.cluster import ClusterBackend
 from cluster_runner.backends.failures import one_line, task_failed, timed_out, worker_lost
-from cluster_runner.backends.ray_connection import connect, reread_auth_config, token_auth
+from cluster_runner.backends.ray_connection import (
+    connect,
+    gcs_heartbeat,
+    reread_auth_config,
+    token_auth,
+)
 from cluster_runner.backends.ray_tasks import bind, from_wire
 from cluster_runner.backends.reaper import Reaper
+from cluster_runner.backends.shipping import code_in, describe, ray_runtime_env, worker_warm_ups
 from cluster_runner.errors import ConnectError, ExecutionError, UsageError
 from cluster_runner.execution.tasks import SINGLE_THREAD_ENV, warm_worker
 from cluster_runner.graph import Task
@@ -76,6 +95,10 @@ from cluster_runner.graph import Task
 NODE_ID_LABEL = "ray.io/node-id"
 #: What Ray raises when a task was lost with its worker or node more often than allowed.
 LOST = (WorkerCrashedError, NodeDiedError, ObjectLostError)
+#: Seconds between the GCS checks of a run that waits (see :meth:`RayBackend._get`).
+WATCH_S = 1.0
+#: Where the embedded instance's private session folder goes: a short path, for Ray's sockets.
+_SHORT_TMP = "/tmp" if os.path.isdir("/tmp") else None
 
 
 class RayBackend(ClusterBackend):
@@ -95,6 +118,8 @@ class RayBackend(ClusterBackend):
         self._saved_flag: bool | None = None
         self._auth_read = False  # start() made Ray re-read its auth settings
         self._reaper: Reaper | None = None  # ends the instance's processes if the driver dies
+        self._session_root: str | None = None  # the private folder of the instance's session
+        self._gcs_lost = False  # a run found the GCS gone (see gcs_heartbeat)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -140,24 +165,35 @@ class RayBackend(ClusterBackend):
         self.gpus = self.spec.gpus()
         self._auth_read = token_auth(embedded=True, setenv=self.env.set)
         before = _children()
+        # Ray's session folder (sockets, logs, spilled objects) inside a private folder of
+        # ours (0700), removed when the instance ends, rather than in /tmp/ray, where each run
+        # leaves one that every user may read. Ray makes its own folder 0777, hence the one
+        # around it. Short: Unix socket paths stay under 108 bytes.
+        self._session_root = tempfile.mkdtemp(prefix="rcr-ray-", dir=_SHORT_TMP)
         context = ray.init(
             address="local",  # never join a cluster found in /tmp/ray or $RAY_ADDRESS
+            _temp_dir=os.path.join(self._session_root, "r"),
             num_cpus=self.workers,
             num_gpus=self.gpus,
             include_dashboard=False,
             log_to_driver=False,
             logging_level=logging.WARNING,
-            runtime_env={"env_vars": SINGLE_THREAD_ENV},
+            runtime_env=ray_runtime_env(SINGLE_THREAD_ENV, code_in(self.spec.warm_up)),
             namespace="cluster-runner",
             _node_ip_address="127.0.0.1",
         )
         self.dashboard = context.dashboard_url or None
-        self._reaper = Reaper.watch(_children() - before)
+        self._reaper = Reaper.watch(_children() - before, remove=self._session_root)
 
     def _connect(self) -> None:
         assert self.spec.target is not None
         self._auth_read = token_auth(embedded=False, setenv=self.env.set)
-        context = connect(self.spec.target, self.options.address or "", self.spec.connect_timeout)
+        context = connect(
+            self.spec.target,
+            self.options.address or "",
+            self.spec.connect_timeout,
+            runtime_env=ray_runtime_env(SINGLE_THREAD_ENV, code_in(self.spec.warm_up)),
+        )
         self.dashboard = getattr(context, "dashboard_url", None) or None
 
     def _on_connected(self) -> None:
@@ -177,17 +213,24 @@ class RayBackend(ClusterBackend):
     def _offered_resources(self) -> Iterable[str]:
         return {name for n in self._used_nodes() for name, v in n.get("Resources", {}).items() if v}
 
-    def _probe_workers(self, timeout: float = 120.0) -> list[tuple[int, int]]:
+    def _probe_workers(self, timeout: float = 120.0) -> list[tuple[int, int, float]]:
         """One probe per CPU, held briefly, so every worker slot starts and runs the warm-ups."""
         cpus = max(1, int(sum(_cpus(n) for n in self._used_nodes())))
         probe_task = ray.remote(warm_worker).options(num_cpus=1, **self._placement())
-        refs = [probe_task.remote(self.spec.warm_up, 0.5) for _ in range(cpus)]
+        hooks = worker_warm_ups(self.spec.warm_up, shipped=True)  # the code is in runtime_env
+        refs = [probe_task.remote(hooks, 0.5) for _ in range(cpus)]
         try:
             return ray.get(refs, timeout=timeout)
         except GetTimeoutError:
             raise ConnectError(
                 f"Ray did not start {cpus} worker(s) within {timeout:g} s (too few free CPUs"
                 " on the cluster?)"
+            ) from None
+        except RuntimeEnvSetupError as exc:  # the user's code did not unpack or import there
+            shipped = ", ".join(describe(code_in(self.spec.warm_up))) or "none"
+            raise ExecutionError(
+                f"Ray could not set up the job's runtime environment (code shipped: {shipped}):"
+                f" {one_line(exc)[:300]}"
             ) from None
 
     def close(self) -> None:
@@ -197,8 +240,14 @@ class RayBackend(ClusterBackend):
         if ray.is_initialized():
             ray.shutdown()
         if self._reaper is not None:
-            self._reaper.dismiss()  # the instance is down: nothing left for it to end
+            if self._gcs_lost:
+                self._reaper.reap_now()  # what shutdown left of an instance without its GCS
+            else:
+                self._reaper.dismiss()  # the instance is down: nothing left for it to end
             self._reaper = None
+        if self._session_root is not None:  # only the folder of the instance started here
+            shutil.rmtree(self._session_root, ignore_errors=True)
+            self._session_root = None
         if self._saved_flag is not None:
             ray_constants.ENABLE_RAY_CLUSTER = self._saved_flag
             self._saved_flag = None
@@ -257,7 +306,7 @@ class RayBackend(ClusterBackend):
         refs, self._refs = self._refs, []
         failed = True
         try:
-            outputs = [from_wire(o) for o in ray.get(list(handles), timeout=timeout)]
+            outputs = [from_wire(o) for o in self._get(list(handles), timeout)]
             failed = False
         except GetTimeoutError:
             running = _not_ready(refs)
@@ -270,16 +319,36 @@ class RayBackend(ClusterBackend):
             raise _worker_lost(exc, self.spec.retries) from None
         except TaskCancelledError as exc:
             raise ExecutionError(f"a task was cancelled: {one_line(exc)}") from None
+        except ExecutionError:
+            self._gcs_lost = True  # the heartbeat: cancel and shutdown must not wait on the GCS
+            raise
         except SystemExit:
             if self._signalled is not None:
                 raise self._signalled from None
             raise
         finally:
-            if failed:
+            if failed and not self._gcs_lost:
                 for ref in _not_ready(refs):
                     ray.cancel(ref)
         attempts = {t.key: t.attempt for o in outputs for t in o.traces}
         return Gathered(outputs, sum(attempts.values()))
+
+    def _get(self, handles: list[ray.ObjectRef], timeout: float | None) -> list[Any]:
+        """``ray.get(handles, timeout)``, waking every :data:`WATCH_S` seconds to check that
+        the GCS still answers (:func:`~cluster_runner.backends.ray_connection.gcs_heartbeat`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            watch = gcs_heartbeat(ray.get_runtime_context().gcs_address)
+        except Exception:  # Ray Client (ray://) has no GCS address here: the server watches it
+            watch = gcs_heartbeat(None)
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                return ray.get(handles, timeout=WATCH_S if left is None else min(WATCH_S, left))
+            except GetTimeoutError:
+                if left is not None and left <= WATCH_S:
+                    raise  # the run's own --timeout
+                watch.check()
 
     # --- what the records and a sweep need to know --------------------------------------------
 
@@ -299,6 +368,7 @@ class RayBackend(ClusterBackend):
             address=self.options.address,
             dashboard=self.dashboard,
             startup_s=self.startup_s,
+            warmup_s=self.warmup_s,
             extra={
                 "gcs": ray.get_runtime_context().gcs_address,
                 "node_ids": [n["NodeID"] for n in nodes],
@@ -307,8 +377,15 @@ class RayBackend(ClusterBackend):
                 "auth_mode": os.environ.get("RAY_AUTH_MODE", "disabled"),
                 "worker_blas_threads": self.worker_blas_threads,
                 "gpus": int(sum(n.get("Resources", {}).get("GPU", 0) for n in nodes)),
+                "shipped": describe(code_in(self.spec.warm_up)),
             },
         )
+
+    def profile(self, stem):
+        """Ray's timeline when the block ends (``--profile``; :mod:`.profiling`)."""
+        from cluster_runner.backends.profiling import ray_timeline
+
+        return ray_timeline(stem)
 
     def preflight(self, expected_workers: int, settle: float = 3.0) -> list[str]:
         """Missing nodes or CPUs, and CPUs busy with other tasks or actors."""

@@ -7,7 +7,8 @@ that it could not connect. :func:`connect` gives the user one line within
 (a token the cluster refuses answers at once), then ``ray.init`` in a thread abandoned at the
 timeout.
 
-:func:`token_auth` keeps Ray's token authentication on (see ``cluster_runner.backends.ray``).
+:func:`token_auth` keeps Ray's token authentication on (see ``cluster_runner.backends.ray``),
+and :func:`gcs_heartbeat` notices a GCS that is gone while a run waits on it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import logging
 import os
 import secrets
+import socket
 import sys
 import tempfile
 import threading
@@ -27,13 +29,21 @@ from typing import Any
 import ray
 
 from cluster_runner.backends.addresses import parse_address, probe
-from cluster_runner.backends.cluster import EnvPatch
+from cluster_runner.backends.cluster import EnvPatch, Heartbeat
 from cluster_runner.backends.failures import one_line
-from cluster_runner.errors import BackendUnavailableError, ConnectError, RunnerError
+from cluster_runner.errors import (
+    BackendUnavailableError,
+    ConnectError,
+    ExecutionError,
+    RunnerError,
+)
 from cluster_runner.execution.tasks import SINGLE_THREAD_ENV
 
 #: Seconds (tries, a second apart) Ray waits for a GCS when the driver connects; default 20.
 GCS_WAIT_ENV = "RAY_gcs_server_port_wait_time_s"
+#: Seconds a GCS may not answer before a run waiting on it fails (Ray itself gives it 60 s,
+#: then ends the driver's process: see :func:`gcs_heartbeat`).
+GCS_LOST_S = 10.0
 #: How Ray is told where a cluster's token is, in the order it looks.
 TOKEN_HINT = (
     "give the runner the cluster's token in RAY_AUTH_TOKEN or a file named by"
@@ -41,10 +51,13 @@ TOKEN_HINT = (
 )
 
 
-def connect(target: str, shown: str, timeout: float) -> Any:
+def connect(
+    target: str, shown: str, timeout: float, runtime_env: dict[str, Any] | None = None
+) -> Any:
     """``ray.init(address=target)`` within ``timeout`` seconds; Ray's context, or one line.
 
-    ``shown`` is the address as the user wrote it, for the messages.
+    ``shown`` is the address as the user wrote it, for the messages. ``runtime_env`` is the
+    job's (default: the single-thread BLAS variables); the user's code rides in it (issue 13).
     """
     began = time.monotonic()
     gcs = None
@@ -64,7 +77,7 @@ def connect(target: str, shown: str, timeout: float) -> Any:
                 address=target,
                 log_to_driver=False,
                 logging_level=logging.ERROR,
-                runtime_env={"env_vars": SINGLE_THREAD_ENV},
+                runtime_env=runtime_env or {"env_vars": SINGLE_THREAD_ENV},
                 namespace="cluster-runner",
             )
         except BaseException as exc:
@@ -84,6 +97,34 @@ def connect(target: str, shown: str, timeout: float) -> Any:
     if "error" in outcome:
         raise _connect_error(shown, outcome["error"]) from None
     return outcome["context"]
+
+
+def gcs_heartbeat(address: str | None) -> Heartbeat:
+    """A :class:`~cluster_runner.backends.cluster.Heartbeat` on the GCS at ``address``.
+
+    It asks by opening a TCP connection to the GCS port: a GCS that is gone refuses it at
+    once. Ray would wait 60 s, then end the driver's process with a C++ log line and no
+    error of the runner's; the heartbeat fails the run after :data:`GCS_LOST_S` seconds.
+    """
+
+    def ping() -> bool:
+        if not address:
+            return True
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                return True
+        except OSError:
+            return False
+
+    def lost() -> Exception:
+        return ExecutionError(
+            f"lost the Ray cluster's GCS at {address}: nothing has answered there for"
+            f" {GCS_LOST_S:g} s (the head node's control process stopped, was killed or ran"
+            " out of memory); the run cannot finish"
+        )
+
+    return Heartbeat(ping, lost, GCS_LOST_S)
 
 
 def token_auth(embedded: bool, setenv: Callable[[str, str], None]) -> bool:

@@ -13,7 +13,8 @@ end of a pipe whose only writer is the driver. It blocks on that pipe: a byte me
 closed normally (:meth:`Reaper.dismiss`) and it exits; end-of-file without one means the driver
 died, and it kills whatever is left of those processes and their descendants, then exits. It
 runs in a session of its own, so a terminal's Ctrl-C, which the driver handles, never reaches
-it, and it polls nothing while it waits.
+it, and it polls nothing while it waits. It also removes the engine's private session folder
+(Ray's sockets and logs), which would otherwise stay behind.
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ class Reaper:
         self._pipe = pipe  # the write end: the reaper sees EOF when the driver dies
 
     @classmethod
-    def watch(cls, pids: Iterable[int]) -> Reaper | None:
-        """Start a reaper for ``pids`` (those still running); ``None`` if there is none."""
+    def watch(cls, pids: Iterable[int], remove: str | None = None) -> Reaper | None:
+        """Start a reaper for ``pids`` (those still running); ``None`` if there is none.
+
+        ``remove`` is a folder of the engine's (a private session folder) that the reaper
+        deletes after it has ended the processes, should the driver die.
+        """
         import psutil
 
         targets = []
@@ -50,7 +55,7 @@ class Reaper:
         read, write = os.pipe()  # not inherited by processes the driver starts later
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", __name__, json.dumps(targets)],
+                [sys.executable, "-m", __name__, json.dumps(targets), remove or ""],
                 stdin=read,
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,  # the terminal's Ctrl-C is the driver's to handle
@@ -61,6 +66,20 @@ class Reaper:
         finally:
             os.close(read)
         return cls(process, write)
+
+    def reap_now(self, timeout: float = 15.0) -> None:
+        """Have the reaper end what is left of the engine now, as if the driver had died.
+
+        For an engine that lost its head (Ray's GCS): ``ray.shutdown()`` then leaves the two
+        agent processes, which would try for a minute to report to the GCS that is gone.
+        """
+        with contextlib.suppress(OSError):
+            os.close(self._pipe)  # end-of-file without the dismissal byte
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=timeout)
 
     def dismiss(self, timeout: float = 10.0) -> None:
         """Tell the reaper the engine was closed in order, and wait for it to exit."""
@@ -99,9 +118,14 @@ def reap(targets: list[tuple[int, float]]) -> list[int]:
 
 def main(argv: list[str]) -> int:
     targets = [(int(pid), float(started)) for pid, started in json.loads(argv[1])]
+    remove = argv[2] if len(argv) > 2 else ""
     if sys.stdin.buffer.read(1) == _DISMISS:
         return 0
     reap(targets)
+    if remove:
+        import shutil
+
+        shutil.rmtree(remove, ignore_errors=True)
     return 0
 
 

@@ -21,5 +21,9 @@ class SerialBackend(ExecutorBackend):
 
     def info(self) -> BackendInfo:
         return BackendInfo(
-            self.name, platform.python_version(), workers=1, startup_s=self.startup_s
+            self.name,
+            platform.python_version(),
+            workers=1,
+            startup_s=self.startup_s,
+            warmup_s=self.warmup_s,
         )

@@ -10,7 +10,12 @@ in one place for every backend (as joblib resolves ``n_jobs`` once in ``effectiv
 - the worker count: ``--workers``, or this machine's CPU count;
 - the address: parsed against the schemes the backend accepts, or one of its keywords
   (Ray's ``auto``); refused for a backend that runs on this machine only;
-- the TLS and loopback policy, for a backend that speaks TLS (:mod:`.tls`);
+- the TLS and loopback policy, for a backend that speaks TLS (:mod:`.tls`), and the loopback
+  policy alone for one that does not (Ray: no packet, and no token, to a host that is not this
+  machine's loopback without ``--insecure``);
+- the bounds of this machine, for an engine started here (:mod:`cluster_runner.limits`): no
+  more workers than it can hold unless ``extra["oversubscribe"]`` (``--oversubscribe``) says
+  the user insists, and never more than a sane maximum;
 - the GPUs an engine started here shares out (:meth:`BackendSpec.gpus`, asked at start-up, so
   that a backend can be made, to check its options, on a machine without a GPU).
 
@@ -29,9 +34,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import BaseModel, Field
 
 from cluster_runner.backends.addresses import Address, parse_address
-from cluster_runner.backends.tls import TlsFiles, tls_files
+from cluster_runner.backends.tls import TlsFiles, require_loopback, tls_files
 from cluster_runner.errors import UsageError
 from cluster_runner.execution.tasks import WarmUp
+from cluster_runner.limits import (
+    MAX_CONNECT_S,
+    MAX_RETRIES,
+    THREAD_BYTES,
+    WORKER_BYTES,
+    check_processes,
+)
 from cluster_runner.validation import STRICT_CONFIG, Integer, Number, validate
 
 if TYPE_CHECKING:
@@ -45,11 +57,11 @@ class OptionsModel(BaseModel):
 
     workers: Annotated[Integer | None, Field(ge=1)] = None
     address: str | None = None
-    connect_timeout: Annotated[Number, Field(gt=0)] = 30.0
+    connect_timeout: Annotated[Number, Field(gt=0, le=MAX_CONNECT_S, allow_inf_nan=False)] = 30.0
     start_method: str | None = None
     nodes: Annotated[Integer | None, Field(ge=1)] = None
     gpu: bool = False
-    retries: Annotated[Integer, Field(ge=0)] = 3
+    retries: Annotated[Integer, Field(ge=0, le=MAX_RETRIES)] = 3
     extra: dict[str, Any] = Field(default_factory=dict)
     warm_up: tuple[Callable[[], Any], ...] = ()
 
@@ -105,7 +117,21 @@ def resolve(options: BackendOptions, backend: type[Backend]) -> BackendSpec:
         else:
             address = parse_address(text, backend.address_schemes, backend.address_form)
             target = str(address)
-    tls = tls_files(options.extra, address) if backend.supports_tls else None
+    if backend.supports_tls:
+        tls = tls_files(options.extra, address)
+    else:
+        tls = None
+        if backend.supports_address:
+            require_loopback(
+                getattr(backend, "engine", backend.name), _routed(address, target), options.extra
+            )
+    if target is None and options.workers is not None:
+        check_processes(
+            options.workers,
+            "workers",
+            bytes_each=WORKER_BYTES if backend.worker_processes else THREAD_BYTES,
+            oversubscribe=bool(options.extra.get("oversubscribe")),
+        )
     return BackendSpec(
         workers=options.workers or os.cpu_count() or 1,
         nodes=options.nodes,
@@ -117,3 +143,17 @@ def resolve(options: BackendOptions, backend: type[Backend]) -> BackendSpec:
         tls=tls,
         warm_up=tuple(options.warm_up),
     )
+
+
+def _routed(address: Address | None, target: str | None) -> Address | None:
+    """Where a connection to ``target`` goes: ``address``, or for Ray's ``auto`` the cluster
+    ``$RAY_ADDRESS`` names (none: the cluster recorded on this machine)."""
+    if address is not None or target != "auto":
+        return address
+    named = os.environ.get("RAY_ADDRESS", "").strip()
+    if not named or named == "auto":
+        return None
+    try:
+        return parse_address(named, ("ray", "", "http", "https"), "HOST:PORT")
+    except UsageError:
+        return None  # Ray itself will say what is wrong with it

@@ -37,5 +37,6 @@ class ThreadsBackend(ExecutorBackend):
             platform.python_version(),
             workers=self.spec.workers,
             startup_s=self.startup_s,
+            warmup_s=self.warmup_s,
             extra={"gil_enabled": gil},
         )

@@ -12,6 +12,10 @@ no authentication but mutual TLS. The rules, as :func:`tls_files` applies them t
   ``extra["insecure"]`` says the user knows (``--insecure``): anyone on the path could read the
   traffic and anyone who can reach the scheduler could run code.
 
+An engine without TLS (Ray) follows the same loopback rule (:func:`require_loopback`): its
+traffic, the cluster's token among it, crosses the network in clear, so no packet goes to a
+host that is not this machine's loopback unless ``extra["insecure"]`` says the user knows.
+
 Pure logic, with no engine import, so that it is tested without Dask; the Dask backend only
 turns the :class:`TlsFiles` into a ``distributed.security.Security``.
 """
@@ -77,3 +81,17 @@ def tls_files(extra: Mapping[str, Any], address: Address | None) -> TlsFiles | N
             f" tls://{address.hostport}"
         )
     return TlsFiles(given["tls_ca_file"], given["tls_cert"], given["tls_key"])
+
+
+def require_loopback(engine: str, address: Address | None, extra: Mapping[str, Any]) -> None:
+    """Refuse a plain (unencrypted) connection to ``address`` off this machine, unless
+    ``extra["insecure"]``: one line, before any packet is sent (and before a token is read)."""
+    if address is None or is_loopback(address.host) or extra.get("insecure"):
+        return
+    raise UsageError(
+        f"refusing to connect to the {engine} cluster at {address}, which is not on this"
+        f" machine, over an unencrypted connection: its token and your data would cross the"
+        f" network in clear, and anyone who can reach it can run code on its workers. Tunnel"
+        f" it (ssh -L {address.port}:127.0.0.1:{address.port} HEAD, then --address"
+        f" 127.0.0.1:{address.port}), or pass --insecure on a network you trust"
+    )

@@ -27,17 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from cluster_runner.errors import ClusterConfigError
+from cluster_runner.limits import MAX_PROCESSES
+from cluster_runner.paths import search_dirs
 from cluster_runner.validation import STRICT_CONFIG, Boolean, Integer, Number, validate
 
 #: Folder under which each cluster started by ``runner cluster up`` keeps its state.
 STATE_DIR_ENV = "RUNNER_STATE_DIR"
-#: Searched before ./cluster_configs for a config or profile given by name.
-CONFIGS_DIR_ENV = "RUNNER_CLUSTER_CONFIGS"
 #: The engines ``runner cluster`` can start on this machine.
-CLUSTER_ENGINES = ("dask", "ray")
+CLUSTER_ENGINES = ("dask", "ray", "slurm")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -62,6 +62,14 @@ def _state_name(value: Any) -> Any:
     return value
 
 
+def _at_most(value: int) -> int:
+    if value > MAX_PROCESSES:
+        raise ValueError(
+            f"must be at most {MAX_PROCESSES} (the runner starts no more processes on one machine)"
+        )
+    return value
+
+
 class _Engine(BaseModel):
     """The one key read first: which engine's keys the rest of the file may use."""
 
@@ -75,48 +83,56 @@ class ClusterConfigFile(BaseModel):
     model_config = STRICT_CONFIG
     engine: Literal[CLUSTER_ENGINES]  # type: ignore[valid-type]
     name: Annotated[str, BeforeValidator(_state_name)] | None = None
-    nodes: Integer = Field(2, ge=1)
+    nodes: Annotated[Integer, AfterValidator(_at_most)] = Field(2, ge=1)
     port: Integer = Field(0, ge=0, le=65535)
-    timeout: Number = Field(180.0, ge=1.0)
+    timeout: Number = Field(180.0, ge=1.0, le=86400.0, allow_inf_nan=False)
 
 
 class DaskClusterConfig(ClusterConfigFile):
-    threads: Integer = Field(1, ge=1)  # threads per `dask worker`
+    threads: Annotated[Integer, AfterValidator(_at_most)] = Field(1, ge=1)  # per `dask worker`
     dashboard: Boolean = False
 
 
 class RayClusterConfig(ClusterConfigFile):
-    cpus: Integer = Field(1, ge=1)  # CPUs each Ray node offers
+    cpus: Annotated[Integer, AfterValidator(_at_most)] = Field(1, ge=1)  # CPUs a Ray node offers
+
+
+class SlurmClusterConfig(ClusterConfigFile):
+    cpus: Annotated[Integer, AfterValidator(_at_most)] = Field(1, ge=1)  # CPUs a Slurm node offers
 
 
 #: Engine -> the model of its config file.
 CONFIG_MODELS: dict[str, type[ClusterConfigFile]] = {
     "dask": DaskClusterConfig,
     "ray": RayClusterConfig,
+    "slurm": SlurmClusterConfig,  # issue 19: clusters/slurm_local.py
 }
 
 
 def configs_dirs() -> list[Path]:
-    """Folders searched for a config or profile given by name: $RUNNER_CLUSTER_CONFIGS, then
-    ./cluster_configs."""
-    dirs = [Path(os.environ[CONFIGS_DIR_ENV])] if os.environ.get(CONFIGS_DIR_ENV) else []
-    return [*dirs, Path("cluster_configs")]
+    """Folders searched for a config or profile given by name: $RUNNER_CLUSTER_CONFIGS,
+    ./cluster_configs, then the built-in ones (see :mod:`cluster_runner.paths`)."""
+    return [entry.path for entry in search_dirs("cluster_configs")]
 
 
 def find_file(value: str, suffix: str, what: str) -> Path:
     """A path (with or without ``suffix``), or a name in :func:`configs_dirs`.
 
     ``cluster_configs/local-dask``, ``cluster_configs/local-dask.toml`` and ``local-dask``
-    all name ``cluster_configs/local-dask.toml`` when ``suffix`` is ``.toml``.
+    all name ``cluster_configs/local-dask.toml`` when ``suffix`` is ``.toml``; a bare
+    ``local-dask.toml`` is that file here, or else the one of that name in the folders.
     """
     path = Path(value).expanduser()
     candidates = [path] if path.suffix else [path.with_name(path.name + suffix), path]
-    if os.sep not in value and not path.suffix:
-        candidates = [folder / f"{value}{suffix}" for folder in configs_dirs()] + candidates
+    if os.sep not in value:
+        named = [
+            folder / (value if path.suffix else f"{value}{suffix}") for folder in configs_dirs()
+        ]
+        candidates = candidates + named if path.suffix else named + candidates
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    where = ", ".join(str(c) for c in candidates)
+    where = ", ".join(str(c) for c in dict.fromkeys(candidates))
     raise ClusterConfigError(f"no {what} {value!r}: none of {where} exists")
 
 
@@ -174,6 +190,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise ClusterConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError:  # an integer of more than 4300 digits (sys.int_info)
+        raise ClusterConfigError(
+            f"{path}: a value has more digits than a number may have"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -6,7 +6,9 @@ machines, with every one of them listening on 127.0.0.1 only and BLAS/OpenMP pin
 thread per worker. Each worker is its own node: its own process, name (``node-0``, ...) and
 scratch folder. They run in a session of their own, so they outlive the command that started
 them and ignore the terminal's Ctrl-C. Their pids (with start times), the scheduler's address
-and the log files go to ``state.json`` in the state folder (:mod:`.processes`).
+and the log files go to ``state.json`` in the state folder (:mod:`.processes`): written before
+the first process starts and again as each one starts, under the folder's lock, so that a
+start that is killed halfway leaves a cluster that ``status`` shows and ``stop`` ends.
 
 :func:`stop` ends exactly those processes, and the children they started: SIGTERM to the
 workers first, so they leave the scheduler in order, then to the scheduler, then SIGKILL to
@@ -35,10 +37,12 @@ from cluster_runner.clusters.processes import (
     launch,
     live_processes,
     mark_alive,
+    private_folder,
     python_env,
     read_state,
     record_children,
     refuse_running,
+    state_lock,
     terminate,
     with_children,
     write_state,
@@ -76,10 +80,22 @@ def start(
     that parallel callers never race for one. Everything started is stopped again if the
     cluster does not come up within ``timeout`` seconds.
     """
-    folder = Path(folder).resolve()
-    refuse_running(folder, stop_hint)
+    folder = private_folder(Path(folder).resolve())
+    with state_lock(folder, "up"):
+        refuse_running(folder, stop_hint)
+        return _start(folder, nodes, threads, port, dashboard, timeout, tls)
+
+
+def _start(
+    folder: Path,
+    nodes: int,
+    threads: int,
+    port: int,
+    dashboard: bool,
+    timeout: float,
+    tls: dict[str, str] | None,
+) -> dict[str, Any]:
     scheduler_file = folder / "scheduler.json"
-    folder.mkdir(parents=True, exist_ok=True)
     scheduler_file.unlink(missing_ok=True)
     env = python_env(THREAD_ENV)
     state: dict[str, Any] = {
@@ -90,8 +106,10 @@ def start(
         "nodes": nodes,
         "processes": [],
         "started": time.time(),
+        "up": False,  # True once every node has joined
         "tls": dict(tls) if tls else None,
     }
+    write_state(folder, state)  # before the first process: a killed start is still found
     # Each process serves HTTP (health, metrics; the dashboard with --dashboard) on
     # --dashboard-address, all interfaces port 8787 unless told: keep it on loopback.
     dashboard_args = ["--dashboard-address", f"{LOOPBACK}:0"]
@@ -134,9 +152,10 @@ def start(
             )  # fmt: skip
         _wait_for_workers(state, nodes, timeout)
         record_children(state)
+        state["up"] = True
     except BaseException:
         write_state(folder, state)
-        stop(folder, grace=5.0)
+        _stop(folder, state, grace=5.0)
         raise
     write_state(folder, state)
     return state
@@ -147,16 +166,23 @@ def stop(folder: Path | str, grace: float = 15.0) -> list[int]:
 
     Asks each to stop (SIGTERM, workers before the scheduler), then kills what is left after
     ``grace`` seconds. Processes whose pid now belongs to another program are left alone.
+    Refused, in one line, while another command (a ``start`` under way) holds the folder.
     """
     folder = Path(folder).resolve()
-    state = read_state(folder)
-    if state is None:
+    if read_state(folder) is None:
         return []
+    with state_lock(folder, "down"):
+        state = read_state(folder)
+        return _stop(folder, state, grace) if state is not None else []
+
+
+def _stop(folder: Path, state: dict[str, Any], grace: float) -> list[int]:
     procs = with_children(live_processes(state))
     scheduler = {e["pid"] for e in state["processes"] if e["role"] == "scheduler"}
     order = [[p for p in procs if p.pid not in scheduler], [p for p in procs if p.pid in scheduler]]
     killed = terminate(procs, order, grace)
     (folder / "state.json").unlink(missing_ok=True)
+    (folder / "scheduler.json").unlink(missing_ok=True)
     return killed
 
 
@@ -167,8 +193,8 @@ def status(folder: Path | str) -> dict[str, Any] | None:
 
 
 def healthy(state: dict[str, Any]) -> bool:
-    """Every recorded process (scheduler, nannies, workers) is alive."""
-    return all(e.get("alive") for e in state["processes"])
+    """The cluster came up, and every recorded process (scheduler, nannies, workers) is alive."""
+    return state.get("up", True) and all(e.get("alive") for e in state["processes"])
 
 
 def connected_nodes(state: dict[str, Any], timeout: float = 10.0) -> list[str]:

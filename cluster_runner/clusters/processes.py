@@ -6,14 +6,28 @@ address, and every process started, each with its pid *and its start time*. A pi
 operating system has since given to another program therefore never matches, and stopping a
 cluster ends the processes it started, and their children, and nothing else: never a search
 by name (``pkill``), never ``ray stop`` (which ends every Ray process on the machine).
+
+The state is never lost (issue 15):
+
+- it is written before the first process starts and again as each one starts
+  (:func:`launch`), with ``up: false`` until the cluster is up, so that a start killed halfway
+  (SIGKILL, a closed terminal) leaves a cluster that ``status`` shows and ``stop`` ends;
+- one command at a time works on a state folder (:func:`state_lock`, a ``flock`` the kernel
+  releases when its holder dies): a second ``up`` of the same config is refused in one line,
+  as is a ``down`` while an ``up`` is starting;
+- the folder is private (:func:`private_folder` makes it 0700, its files are 0600) and is
+  trusted only when it is (:func:`check_private`): a state file names the processes ``down``
+  ends, so one that another user owns or can write is refused, never followed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,24 +47,116 @@ _SAME_START_S = 0.05
 
 
 def read_state(folder: Path | str) -> dict[str, Any] | None:
-    """The state recorded in ``folder``, or ``None`` if no cluster was started from it."""
+    """The state recorded in ``folder``, or ``None`` if no cluster was started from it.
+
+    The folder and the file must be this user's and writable by no one else
+    (:func:`check_private`): a state file names the processes that ``down`` ends.
+    """
     path = Path(folder) / "state.json"
     if not path.exists():
         return None
+    check_private(Path(folder))
+    check_private(path)
     try:
-        return json.loads(path.read_text())
+        state = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ClusterConfigError(
             f"{path} is not a cluster state file written by cluster-runner ({exc})"
         ) from None
+    if not isinstance(state, dict) or not isinstance(state.get("processes"), list):
+        raise ClusterConfigError(f"{path} is not a cluster state file written by cluster-runner")
+    return state
 
 
 def write_state(folder: Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``folder/state.json`` at once (readers never see half a file)."""
-    folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "state.json.tmp"
     write_private(tmp, json.dumps(state, indent=2) + "\n")
     tmp.replace(folder / "state.json")
+
+
+def private_folder(folder: Path) -> Path:
+    """``folder``, made if need be (mode 0700, and its parent too if that is new), and checked
+    private (:func:`check_private`). Returns it."""
+    parent = folder.parent
+    if not parent.exists():
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise UsageError(
+            f"cannot make the state folder {folder}: {exc.strerror}; choose another --state-dir"
+        ) from None
+    check_private(folder)
+    return folder
+
+
+def check_private(path: Path) -> None:
+    """Refuse a state folder or file that is not this user's own, or that others can write.
+
+    Whoever can write a cluster's state file chooses which processes ``down`` ends; whoever
+    owns the folder above it can swap the folder. So: ``path`` is a folder or file owned by
+    this user, writable by no one else, and not a symbolic link; its parent is owned by this
+    user or by root, and is writable by others only if it is sticky (as ``/tmp`` is).
+    """
+    uid = os.getuid()
+    try:
+        info = path.lstat()
+        above = path.parent.stat()
+    except OSError as exc:
+        raise UsageError(f"cannot inspect the cluster state at {path}: {exc.strerror}") from None
+    what = "state folder" if stat.S_ISDIR(info.st_mode) else "state file"
+    hint = "choose another --state-dir (or RUNNER_STATE_DIR)"
+    if stat.S_ISLNK(info.st_mode):
+        raise UsageError(f"refusing the {what} {path}: it is a symbolic link; {hint}")
+    if info.st_uid != uid:
+        raise UsageError(
+            f"refusing the {what} {path}: it belongs to uid {info.st_uid}, not to you"
+            f" (uid {uid}); {hint}"
+        )
+    if info.st_mode & 0o022:
+        raise UsageError(
+            f"refusing the {what} {path}: others can write to it (mode"
+            f" {stat.S_IMODE(info.st_mode):o}); make it private (chmod go-w {path}) or {hint}"
+        )
+    if above.st_uid not in (uid, 0) or (above.st_mode & 0o022 and not above.st_mode & stat.S_ISVTX):
+        raise UsageError(
+            f"refusing the {what} {path}: the folder above it, {path.parent}, is not yours"
+            f" alone (owner uid {above.st_uid}, mode {stat.S_IMODE(above.st_mode):o}); {hint}"
+        )
+
+
+@contextlib.contextmanager
+def state_lock(folder: Path, action: str) -> Iterator[None]:
+    """Hold ``folder``'s lock while ``action`` (``up``, ``down``) runs; refuse if another holds it.
+
+    A ``flock`` on ``folder/lock``: the kernel releases it when its holder exits, however it
+    exits, so a killed ``up`` never leaves the folder locked. The holder's pid is written in
+    the file, for the refusal's words.
+    """
+    path = folder / "lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise UsageError(
+                f"another 'runner cluster' command{who} is using {folder} right now;"
+                f" wait for it to finish, then try {action} again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def write_private(path: Path, text: str) -> None:
@@ -62,11 +168,13 @@ def write_private(path: Path, text: str) -> None:
 
 
 def refuse_running(folder: Path, stop_hint: str) -> None:
-    """Raise a :class:`UsageError` if a cluster recorded in ``folder`` still runs."""
+    """Raise a :class:`UsageError` if a cluster recorded in ``folder`` still runs (or is
+    still starting: a state file is written before its first process starts)."""
     state = read_state(folder) if folder.exists() else None
     if state is not None and live_processes(state):
+        where = state.get("address") or "not up yet: its start was interrupted"
         raise UsageError(
-            f"a cluster started from {folder} is still running ({state.get('address')});"
+            f"a cluster started from {folder} is still running ({where});"
             f" stop it first: {stop_hint}"
         )
 
@@ -79,7 +187,7 @@ def launch(
     A session of its own: it outlives the command that started it and ignores the terminal's
     Ctrl-C.
     """
-    log.parent.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             command,
@@ -89,7 +197,12 @@ def launch(
             env=env,
             start_new_session=True,
         )
-    state["processes"].append(entry(proc.pid, role, log))
+    try:
+        state["processes"].append(entry(proc.pid, role, log))
+    except psutil.NoSuchProcess:  # gone already: recorded by pid, for the start's own check
+        state["processes"].append({"pid": proc.pid, "create_time": 0.0, "role": role,
+                                   "log": str(log)})  # fmt: skip
+    write_state(Path(state["folder"]), state)  # known at once, should this command be killed
     return proc
 
 

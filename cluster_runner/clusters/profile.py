@@ -4,9 +4,13 @@ A profile is a TOML file (``cluster_configs/NAME.toml``)::
 
     backend = "dask"                      # the backend that runs the graph
     address = "tcp://192.0.2.10:8786"     # an engine's address, or:
-    # cluster = "local-dask.yaml"         # a `runner cluster` config, once it is up
-    insecure = false                      # dask: allow an address without TLS (issue 6)
-    # token_file = "~/.ray/auth_token"    # ray: the cluster's token (RAY_AUTH_TOKEN_PATH)
+    # cluster = "local-dask.yaml"         # a `runner cluster` config, once it is up, or:
+    # slurm = "slurm-dask.yaml"           # nodes asked of Slurm by `runner scale` (issue 19;
+                                          # see cluster_runner.clusters.slurm_settings)
+    insecure = false                      # dask, ray: allow an unencrypted address off this
+                                          # machine (issue 6; issue 15 for Ray)
+    # token_file = "~/.ray/auth_token"    # ray: the cluster's token (RAY_AUTH_TOKEN_PATH),
+                                          # read only for a loopback address or with insecure
 
     [tls]                                 # dask: the client's TLS files
     ca_file = "tls/ca.pem"
@@ -57,7 +61,7 @@ else:  # pragma: no cover
 #: ``[tls]`` key -> the ``BackendOptions.extra`` key the Dask backend reads it from.
 TLS_KEYS = {"ca_file": "tls_ca_file", "cert": "tls_cert", "key": "tls_key"}
 #: Which backends each connection key makes sense for.
-_ONLY = {"tls": "dask", "insecure": "dask", "token_file": "ray"}
+_ONLY = {"tls": ("dask",), "insecure": ("dask", "ray"), "token_file": ("ray",)}
 _BACKEND_NAMES = tuple(BACKENDS)
 
 
@@ -104,6 +108,7 @@ class ProfileFile(BaseModel):
     backend: Literal[_BACKEND_NAMES]  # type: ignore[valid-type]
     address: Annotated[str, BeforeValidator(_address)] | None = None
     cluster: FileName | None = None
+    slurm: FileName | None = None  # issue 19: Slurm jobs that `runner scale` asks for
     token_file: FileName | None = None
     insecure: Boolean = False
     tls: TlsFiles = TlsFiles()
@@ -118,6 +123,7 @@ class Profile:
     backend: str  # the backend that runs the graph
     address: str | None = None  # an engine's address, as --address takes it
     cluster: Path | None = None  # a `runner cluster` config whose state gives the address
+    slurm: Path | None = None  # Slurm jobs to ask for (clusters/slurm_settings.py): no address
     token_file: Path | None = None  # ray: the cluster's token file
     tls: Mapping[str, Path] = field(default_factory=dict)  # [tls] key -> an existing file
     insecure: bool = False  # dask: connect without TLS to a non-loopback address
@@ -151,15 +157,25 @@ def load_profile(path: Path | str) -> Profile:
         raise ClusterConfigError(f"cannot read profile {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ClusterConfigError(f"profile {path} is not valid TOML: {exc}") from None
+    except ValueError:  # an integer of more than 4300 digits (sys.int_info)
+        raise ClusterConfigError(
+            f"{path}: a value has more digits than a number may have"
+        ) from None
     where = str(path)
     checked = validate(ProfileFile, data, where=where, error=ClusterConfigError)
     backend = checked.backend
-    for key, engine in _ONLY.items():
-        if key in data and backend != engine:
-            raise ClusterConfigError(f"{path}: {key!r} applies to backend {engine} only")
+    for key, engines in _ONLY.items():
+        if key in data and backend not in engines:
+            raise ClusterConfigError(
+                f"{path}: {key!r} applies to backend {', '.join(engines)} only"
+            )
     if checked.address is not None and checked.cluster is not None:
         raise ClusterConfigError(f"{path}: give 'address' or 'cluster', not both")
-    if (checked.address or checked.cluster) and backend not in ("dask", "ray"):
+    if checked.slurm is not None and (checked.address or checked.cluster):
+        raise ClusterConfigError(
+            f"{path}: 'slurm' asks Slurm for the nodes: give no 'address' or 'cluster' with it"
+        )
+    if (checked.address or checked.cluster or checked.slurm) and backend not in ("dask", "ray"):
         raise ClusterConfigError(
             f"{path}: backend {backend} runs on this machine only: it takes no address or"
             " cluster (use dask or ray)"
@@ -178,6 +194,7 @@ def load_profile(path: Path | str) -> Profile:
         backend=backend,
         address=checked.address,
         cluster=cluster,
+        slurm=_slurm(path, checked.slurm, backend),
         token_file=_file(path, checked.token_file, "token_file"),
         tls={k: _file(path, v, f"tls.{k}") for k, v in tls.items()},
         insecure=checked.insecure,
@@ -205,7 +222,12 @@ def resolve(profile: Profile, state_root: Path | str | None = None) -> Resolved:
         folder = state_folder(spec, state_root)
         state = module.status(folder)
         if state is None or not module.healthy(state):
-            how = "is not up" if state is None else "is not running (some processes are gone)"
+            if state is None:
+                how = "is not up"
+            elif not state.get("up", True):
+                how = "did not finish starting (end it with runner cluster down, then start it)"
+            else:
+                how = "is not running (some processes are gone)"
             raise UsageError(
                 f"the cluster of {profile.cluster} {how} (state: {folder}); start it with:"
                 f" runner cluster up --config {profile.cluster}"
@@ -215,6 +237,20 @@ def resolve(profile: Profile, state_root: Path | str | None = None) -> Resolved:
     if "RAY_AUTH_TOKEN_PATH" in env:
         env["RAY_AUTH_TOKEN"] = None  # Ray would read a token in the environment first
     return Resolved(profile, params, profile.extra, env)
+
+
+def _slurm(path: Path, value: str | None, backend: str) -> Path | None:
+    """The profile's Slurm jobs file, checked now (its engine must be the backend)."""
+    found = _file(path, value, "slurm")
+    if found is not None:
+        from cluster_runner.clusters.slurm_settings import load_slurm_jobs
+
+        settings = load_slurm_jobs(found)
+        if settings.engine != backend:
+            raise ClusterConfigError(
+                f"{path}: 'slurm' {found} starts {settings.engine}, but the backend is {backend}"
+            )
+    return found
 
 
 def _file(path: Path, value: str | None, label: str) -> Path | None:

@@ -20,7 +20,10 @@ them down on SIGTERM. The processes are the same ones ``ray start`` would run (`
 The holder runs in a session of its own (it outlives the command that started it and ignores
 the terminal's Ctrl-C). ``state.json`` records the pids of the holder and of every Ray process
 (with start times, so a reused pid is never touched), the GCS address, the token file and the
-logs. :func:`stop` asks the holder to shut the cluster down, then kills whatever recorded
+logs. It is written, under the state folder's lock, before the token and the first process
+exist, and again as Ray's processes appear, so that a start killed halfway is still found and
+ended. The token file and Ray's session folder are private (0600, 0700) and removed by
+:func:`stop`. :func:`stop` asks the holder to shut the cluster down, then kills whatever recorded
 process (or child of one) is still alive after ``grace`` seconds. It never uses ``ray stop``,
 which ends every Ray process on the machine, a colleague's included.
 
@@ -51,10 +54,12 @@ from cluster_runner.clusters.processes import (
     live_processes,
     mark_alive,
     modified_environ,
+    private_folder,
     python_env,
     read_state,
     record_children,
     refuse_running,
+    state_lock,
     terminate,
     with_children,
     write_private,
@@ -88,28 +93,20 @@ def start(
     ``port`` is the GCS port (0: a free one). Everything started is stopped again if the
     cluster does not come up within ``timeout`` seconds.
     """
-    folder = Path(folder).resolve()
-    refuse_running(folder, stop_hint)
-    (folder / "logs").mkdir(parents=True, exist_ok=True)
+    folder = private_folder(Path(folder).resolve())
+    with state_lock(folder, "up"):
+        refuse_running(folder, stop_hint)
+        return _start(folder, nodes, cpus, port, timeout)
+
+
+def _start(folder: Path, nodes: int, cpus: int, port: int, timeout: float) -> dict[str, Any]:
+    (folder / "logs").mkdir(mode=0o700, exist_ok=True)
     (folder / "ready.json").unlink(missing_ok=True)
     token_file = folder / "auth_token"
-    write_private(token_file, secrets.token_hex(32))
-    # Ray's session folders hold Unix sockets, whose paths must stay under 108 bytes.
+    # Ray's session folders hold Unix sockets, whose paths must stay under 108 bytes; mkdtemp
+    # makes the folder private (0700).
     ray_tmp = tempfile.mkdtemp(prefix="rcr-", dir="/tmp" if os.path.isdir("/tmp") else None)
     port = port or free_port()
-    env = python_env(
-        {
-            **THREAD_ENV,
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # keep 127.0.0.1 (see the docstring)
-            "RAY_TMPDIR": ray_tmp,
-            "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN_PATH": str(token_file),
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",  # stop at once: nothing to drain
-        }
-    )
-    for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
-        env.pop(name, None)
     state: dict[str, Any] = {
         "engine": ENGINE,
         "folder": str(folder),
@@ -120,9 +117,27 @@ def start(
         "node_ids": [],
         "processes": [],
         "started": time.time(),
+        "up": False,  # True once every node is up
     }
-    log = folder / "logs" / "holder.log"
     try:
+        # Recorded before the token and the first process exist: a killed start is still found,
+        # and its token removed, by stop().
+        write_state(folder, state)
+        write_private(token_file, secrets.token_hex(32))
+        env = python_env(
+            {
+                **THREAD_ENV,
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # keep 127.0.0.1 (see the docstring)
+                "RAY_TMPDIR": ray_tmp,
+                "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN_PATH": str(token_file),
+                "RAY_USAGE_STATS_ENABLED": "0",
+                "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",  # stop at once: nothing to drain
+            }
+        )
+        for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
+            env.pop(name, None)
+        log = folder / "logs" / "holder.log"
         with open(log, "ab") as out:
             holder = subprocess.Popen(
                 [
@@ -136,12 +151,14 @@ def start(
                 start_new_session=True,  # outlive the caller, and ignore the terminal's Ctrl-C
             )  # fmt: skip
         state["processes"].append(entry(holder.pid, "holder", log))
-        ready = _wait_until_ready(folder, holder, log, ray_tmp, timeout)
+        write_state(folder, state)
+        ready = _wait_until_ready(folder, holder, log, state, timeout)
         state["node_ids"] = ready["node_ids"]
         record_children(state, role=_role)
+        state["up"] = True
     except BaseException:
         write_state(folder, state)
-        stop(folder, grace=10.0, keep_logs=True)  # Ray's logs say why
+        _stop(folder, state, grace=10.0, keep_logs=True)  # Ray's logs say why
         raise
     write_state(folder, state)
     return state
@@ -151,19 +168,26 @@ def stop(folder: Path | str, grace: float = 30.0, keep_logs: bool = False) -> li
     """Stop the cluster recorded in ``folder``; return the pids that had to be killed.
 
     SIGTERM to the holder, which shuts every node down; after ``grace`` seconds, SIGKILL to
-    any recorded process, or child of one, still alive. Reused pids are left alone. Ray's
-    session folder (its sockets and logs) goes too, unless ``keep_logs``; the holder's log
-    stays in ``folder/logs``.
+    any recorded process, or child of one, still alive. Reused pids are left alone. The token
+    file goes, and Ray's session folder (its sockets and logs) too, unless ``keep_logs``; the
+    holder's log stays in ``folder/logs``. Refused, in one line, while another command (a
+    ``start`` under way) holds the folder.
     """
     folder = Path(folder).resolve()
-    state = read_state(folder)
-    if state is None:
+    if read_state(folder) is None:
         return []
+    with state_lock(folder, "down"):
+        state = read_state(folder)
+        return _stop(folder, state, grace, keep_logs) if state is not None else []
+
+
+def _stop(folder: Path, state: dict[str, Any], grace: float, keep_logs: bool = False) -> list[int]:
     procs = with_children(live_processes(state))
     holder = {e["pid"] for e in state["processes"] if e["role"] == "holder"}
     killed = terminate(procs, [[p for p in procs if p.pid in holder]], grace)
     (folder / "state.json").unlink(missing_ok=True)
     (folder / "ready.json").unlink(missing_ok=True)
+    (folder / "auth_token").unlink(missing_ok=True)  # the token of a cluster that is gone
     if not keep_logs and state.get("ray_tmpdir"):
         shutil.rmtree(state["ray_tmpdir"], ignore_errors=True)
     return killed
@@ -176,13 +200,13 @@ def status(folder: Path | str) -> dict[str, Any] | None:
 
 
 def healthy(state: dict[str, Any]) -> bool:
-    """The holder, the GCS and every raylet are alive.
+    """The cluster came up, and the holder, the GCS and every raylet are alive.
 
     Ray starts and ends worker processes as it needs them, so a recorded worker that is gone
     is no sign of trouble.
     """
     vital = [e for e in state["processes"] if e["role"] in ("holder", "gcs_server", "raylet")]
-    return bool(vital) and all(e.get("alive") for e in vital)
+    return state.get("up", True) and bool(vital) and all(e.get("alive") for e in vital)
 
 
 def connected_nodes(state: dict[str, Any], timeout: float = 10.0) -> list[str]:
@@ -261,9 +285,12 @@ def _role(child: Any, parent: dict[str, Any]) -> str:
 
 
 def _wait_until_ready(
-    folder: Path, holder: subprocess.Popen, log: Path, tmp: str, timeout: float
+    folder: Path, holder: subprocess.Popen, log: Path, state: dict[str, Any], timeout: float
 ) -> dict[str, Any]:
+    """Wait for the holder's ``ready.json``, recording Ray's processes as they appear."""
+    tmp = state["ray_tmpdir"]
     deadline = time.monotonic() + timeout
+    known = len(state["processes"])
     while time.monotonic() < deadline:
         if holder.poll() is not None:
             raise ClusterStartError(
@@ -272,6 +299,10 @@ def _wait_until_ready(
         try:
             return json.loads((folder / "ready.json").read_text())
         except (OSError, ValueError):
+            record_children(state, role=_role)
+            if len(state["processes"]) != known:
+                known = len(state["processes"])
+                write_state(folder, state)
             time.sleep(0.2)
     raise ClusterStartError(
         f"the Ray nodes did not come up within {timeout:g} s; see {log} and the logs under {tmp}"

@@ -6,18 +6,26 @@ import click
 
 
 @click.command()
-def backends() -> int:
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON, for scripts.")
+def backends(as_json: bool) -> int:
     """Show each backend, whether it is installed, its version, and the GPU support seen.
 
     \b
-    Example:
+    Examples:
       runner backends
+      runner backends --json
     """
+    from dataclasses import asdict
+
     from rich.markup import escape
     from rich.table import Table
 
     from cluster_runner.backends.installed import engine_status, gpu_status
-    from cluster_runner.console import console
+    from cluster_runner.console import console, print_json
+
+    if as_json:
+        print_json([asdict(status) for status in (*engine_status(), gpu_status())])
+        return 0
 
     table = Table(title="backends", title_justify="left")
     for column in ("backend", "installed", "version", "notes"):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import click
 
+from cluster_runner.cli import FullHelpGroup
+
 _CONFIG_HELP = "A runner cluster config: a YAML file, or a name in cluster_configs/."
 _STATE_HELP = (
     "Folder under which clusters keep their state, one subfolder per config name"
@@ -19,9 +21,11 @@ _STATE_HELP = (
 
 
 def _options(func):
+    from cluster_runner.commands.types import SafePath
+
     func = click.option(
         "--state-dir",
-        type=click.Path(file_okay=False),
+        type=SafePath(file_okay=False),
         default=None,
         help=_STATE_HELP,
     )(func)
@@ -38,7 +42,7 @@ def _load(config: str, state_dir: str | None):
     return path, spec, state_folder(spec, state_dir)
 
 
-@click.group()
+@click.group(cls=FullHelpGroup)  # whole summaries in --help, not cut with "..."
 def cluster() -> None:
     """Bring a multi-node Dask or Ray cluster on 127.0.0.1 up, down, or ask how it is.
 
@@ -58,8 +62,18 @@ def cluster() -> None:
 
 @cluster.command()
 @_options
-def up(config: str, state_dir: str | None) -> int:
+@click.option(
+    "--oversubscribe",
+    is_flag=True,
+    help="Start more nodes than this machine holds (more worker slots than 4 per CPU, or"
+    " more nodes than its free memory).",
+)
+def up(config: str, state_dir: str | None, oversubscribe: bool) -> int:
     """Start the cluster a config describes; print its address and what to run next.
+
+    Refused, in one line, while the cluster runs or another 'runner cluster' command is
+    using its state folder; the state is recorded before the first process starts, so that
+    'down' ends a cluster whose 'up' was interrupted.
 
     \b
     Examples:
@@ -69,6 +83,8 @@ def up(config: str, state_dir: str | None) -> int:
     from cluster_runner import clusters
 
     path, spec, folder = _load(config, state_dir)
+    clusters.require_engine(spec.engine)  # before anything is made or started
+    clusters.check_size(spec, oversubscribe)
     click.echo(
         f"starting {spec.engine} cluster {spec.name!r} on 127.0.0.1: {spec.nodes} node(s) x"
         f" {spec.per_node} {'thread' if spec.engine == 'dask' else 'CPU'}(s) ..."
@@ -81,16 +97,19 @@ def up(config: str, state_dir: str | None) -> int:
         click.echo(f"  dashboard: {state['dashboard']}")
     profile = _profile_for(path)
     click.echo("next:")
-    if profile is not None:
-        click.echo(f"  runner submit --cluster {profile} --job jobs/full.toml")
+    hints = getattr(clusters.engine_module(spec.engine), "next_commands", None)
+    if hints is not None:  # an engine with its own way in (a local Slurm: SLURM_CONF)
+        for line in hints(state, path):
+            click.echo(f"  {line}")
+    elif profile is not None:
+        click.echo(f"  runner submit --cluster {profile} --job full")
         click.echo(f"  runner scale --cluster {profile} --nodes 1,{spec.nodes} --job primes")
     else:
         env = clusters.engine_module(spec.engine).driver_env(state)
         if "RAY_AUTH_TOKEN_PATH" in env:
             click.echo(f"  export RAY_AUTH_TOKEN_PATH={env['RAY_AUTH_TOKEN_PATH']}")
         click.echo(
-            f"  runner submit --backend {spec.engine} --address {state['address']}"
-            " --job jobs/full.toml"
+            f"  runner submit --backend {spec.engine} --address {state['address']} --job full"
         )
     click.echo(f"  runner cluster status --config {path}")
     click.echo(f"  runner cluster down --config {path}")
@@ -118,7 +137,8 @@ def status(config: str, state_dir: str | None) -> int:
         click.echo(f"{spec.engine} cluster {spec.name!r} is not up (no state in {folder})")
         click.echo(f"start it: runner cluster up --config {path}")
         return 3
-    click.echo(f"{spec.engine} cluster {spec.name!r} at {state['address']} (state: {folder})")
+    where = f"at {state['address']}" if state.get("up", True) else "is not up (its start stopped)"
+    click.echo(f"{spec.engine} cluster {spec.name!r} {where} (state: {folder})")
     for item in state["processes"]:
         mark = "alive" if item["alive"] else "gone"
         click.echo(f"  {item['role']:<24} pid {item['pid']:<8} {mark}")
@@ -128,6 +148,8 @@ def status(config: str, state_dir: str | None) -> int:
             nodes = module.connected_nodes(state, timeout=10.0)
         except Exception as exc:  # the engine's own error, in one line
             click.echo(f"nodes connected: cannot ask the cluster ({type(exc).__name__}: {exc})")
+    if not state.get("up", True):
+        click.echo(f"end what it started: runner cluster down --config {path}")
     click.echo(f"nodes connected: {len(nodes)} of {state['nodes']}")
     for node in nodes:
         click.echo(f"  {node}")

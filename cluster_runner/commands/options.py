@@ -21,24 +21,31 @@ import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from cluster_runner.backends import REGISTRY as BACKENDS
-from cluster_runner.errors import ClusterConfigError, JobSpecError, UsageError
+from cluster_runner.commands.types import Bounded, Finite, SafePath
+from cluster_runner.errors import ClusterConfigError, UsageError
+from cluster_runner.limits import MAX_CONNECT_S, MAX_RETRIES, PER_CPU, WORKER_BYTES
+from cluster_runner.paths import job_names, resolve_job, search_order_help
+from cluster_runner.paths import jobs_dirs as jobs_dirs  # commands.workloads imports it from here
 from cluster_runner.runs.faults import FAULTS
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from cluster_runner.backends import BackendOptions
     from cluster_runner.clusters.profile import Resolved
     from cluster_runner.jobspec import JobSpec
 
 F = Callable[..., Any]
 
-#: Where ``--job NAME`` looks for ``NAME.toml`` (besides a literal path).
-JOBS_DIR_ENV = "RUNNER_JOBS_DIR"
+#: Longest ``--timeout`` of a run, in seconds (30 days).
+MAX_RUN_S = 30 * 86400.0
+#: Most runs (``--repeat``, ``--warmup``) one command makes of a point.
+MAX_RUNS = 100_000
 
 
 class IntList(click.ParamType):
@@ -83,27 +90,14 @@ class NameList(click.ParamType):
         return names
 
 
-def jobs_dirs() -> list[Path]:
-    """Folders searched for ``--job NAME``: $RUNNER_JOBS_DIR, then ./jobs."""
-    dirs = [Path(os.environ[JOBS_DIR_ENV])] if os.environ.get(JOBS_DIR_ENV) else []
-    return [*dirs, Path("jobs")]
+def _complete_job(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """``--job`` completes job names, and ``.toml`` files and folders for a path."""
+    from click.shell_completion import CompletionItem
 
-
-def resolve_job(value: str) -> Path:
-    """A job file path, or the name of a job in :func:`jobs_dirs` (``primes``)."""
-    path = Path(value)
-    if path.exists() or path.suffix == ".toml" or os.sep in value:
-        if not path.is_file():
-            raise JobSpecError(f"job file {value} does not exist (see 'runner jobs')")
-        return path
-    for folder in jobs_dirs():
-        candidate = folder / f"{value}.toml"
-        if candidate.is_file():
-            return candidate
-    raise JobSpecError(
-        f"no job named {value!r} in {', '.join(map(str, jobs_dirs()))}"
-        " (see 'runner jobs', or give a path to a .toml file)"
-    )
+    items = [CompletionItem(name) for name in job_names() if name.startswith(incomplete)]
+    if os.sep in incomplete or incomplete.startswith(".") or not items:
+        items.append(CompletionItem(incomplete, type="file"))
+    return items
 
 
 def job_options(func: F) -> F:
@@ -118,10 +112,12 @@ def job_options(func: F) -> F:
     return click.option(
         "--job",
         "job_path",
-        default="jobs/full.toml",
+        default="full",
         show_default=True,
         metavar="FILE|NAME",
-        help="Job spec: a TOML file, or a name in jobs/.",
+        shell_complete=_complete_job,
+        help="Job spec: a TOML file, or a job's name, looked up in"
+        f" {search_order_help('jobs')} (see 'runner jobs').",
     )(func)
 
 
@@ -133,8 +129,9 @@ def backend_options(func: F, *, multiple: bool = False) -> F:
         is_eager=True,  # read first, so that its values are defaults for every other option
         expose_value=False,
         callback=_apply_profile,
-        help="A runner profile: a .toml file, or a name in cluster_configs/ (local-dask). It"
-        " sets the backend, the address and defaults; flags given here win.",
+        help="A runner profile: a .toml file, or a name (local-dask) looked up in"
+        f" {search_order_help('cluster_configs')}. It sets the backend, the address and"
+        " defaults; flags given here win.",
     )(func)
     func = click.option(
         "--start-method",
@@ -144,8 +141,14 @@ def backend_options(func: F, *, multiple: bool = False) -> F:
         " [default: forkserver on Linux, spawn elsewhere]",
     )(func)
     func = click.option(
+        "--oversubscribe",
+        is_flag=True,
+        help="Start more workers than this machine holds (more than"
+        f" {PER_CPU} per CPU, or than its free memory at {WORKER_BYTES // 10**6} MB each).",
+    )(func)
+    func = click.option(
         "--connect-timeout",
-        type=click.FloatRange(min=0.1),
+        type=Finite(0.1, MAX_CONNECT_S),
         default=30.0,
         show_default=True,
         help="Seconds an --address has to answer.",
@@ -186,34 +189,34 @@ def run_options(func: F) -> F:
     )(func)
     func = click.option(
         "--retries",
-        type=click.IntRange(min=0),
+        type=Bounded(0, MAX_RETRIES),
         default=3,
         show_default=True,
         help="Times a task lost with its worker may be rerun (local pool, Dask, Ray).",
     )(func)
     func = click.option(
         "--timeout",
-        type=click.FloatRange(min=0.001),
+        type=Finite(0.001, MAX_RUN_S),
         default=None,
         help="Seconds a run may take before it is stopped as failed.",
     )(func)
     func = click.option(
         "--out",
         "out_dir",
-        type=click.Path(file_okay=False),
+        type=SafePath(file_okay=False),
         default="results",
         show_default=True,
         help="Folder for the JSON Lines results file.",
     )(func)
     func = click.option(
         "--warmup",
-        type=click.IntRange(min=0),
+        type=Bounded(0, MAX_RUNS),
         default=0,
         show_default=True,
         help="Untimed runs before the timed ones (recorded, marked warmup).",
     )(func)
     return click.option(
-        "--repeat", type=click.IntRange(min=1), default=1, show_default=True, help="Timed runs."
+        "--repeat", type=Bounded(1, MAX_RUNS), default=1, show_default=True, help="Timed runs."
     )(func)
 
 
@@ -269,6 +272,7 @@ class RunOptions:
     fault: str | None  # --inject-fault
     extra: Mapping[str, Any] = field(default_factory=dict)  # profile TLS files; --tls-* win
     env: Mapping[str, str | None] = field(default_factory=dict)  # the profile's variables
+    slurm: Path | None = None  # the profile's Slurm jobs file: `runner scale` asks for nodes
 
     @property
     def backend(self) -> str:
@@ -289,8 +293,11 @@ class RunOptions:
     def load_job(self) -> JobSpec:
         """The job ``--job`` names, with the ``--set`` overrides applied and checked."""
         from cluster_runner.jobspec import load_job
+        from cluster_runner.limits import check_result
 
-        return load_job(resolve_job(self.job_path), self.overrides)
+        job = load_job(resolve_job(self.job_path), self.overrides)
+        check_result(job)  # a result the driver cannot hold is refused before anything starts
+        return job
 
     def backend_options(
         self,
@@ -338,7 +345,7 @@ def pass_run_options(func: F) -> F:
         name = "backends" if "backends" in kwargs else "backend"
         backends = kwargs.pop(name)
         backends = tuple(backends) if name == "backends" else (backends,)
-        security = {key: kwargs.pop(key) for key in SECURITY_KEYS}
+        security = {key: kwargs.pop(key) for key in (*SECURITY_KEYS, "oversubscribe")}
         if resolved is not None:
             _check_backend(ctx, resolved, name, backends)
         run = RunOptions(
@@ -349,6 +356,7 @@ def pass_run_options(func: F) -> F:
                 **{key: value for key, value in security.items() if value},
             },
             env=resolved.env if resolved else {},
+            slurm=resolved.profile.slurm if resolved else None,
         )
         if not run.env:
             return func(*args, run=run, **kwargs)
@@ -381,7 +389,7 @@ def security_options(func: F) -> F:
     """``--tls-ca-file``, ``--tls-cert``, ``--tls-key`` and ``--insecure``: the options given
     reach ``BackendOptions.extra`` through :attr:`RunOptions.extra`."""
     wrapper = func
-    tls = click.Path(dir_okay=False)  # checked by the backend, with the address, in one line
+    tls = SafePath(dir_okay=False)  # checked by the backend, with the address, in one line
     for flag, key, text in (
         ("--insecure", "insecure", None),
         ("--tls-key", "tls_key", "dask: this side's private key (PEM) for mutual TLS."),
@@ -393,8 +401,9 @@ def security_options(func: F) -> F:
                 flag,
                 key,
                 is_flag=True,
-                help="dask: allow plain tcp:// to a scheduler that is not on this machine"
-                " (anyone who can reach it can run code on its workers).",
+                help="dask, ray: allow an unencrypted connection (plain tcp://, a Ray GCS) to"
+                " a cluster that is not on this machine (anyone who can reach it can run code"
+                " on its workers; a Ray token crosses the network in clear).",
             )(wrapper)
         else:
             wrapper = click.option(flag, key, type=tls, default=None, metavar="FILE", help=text)(

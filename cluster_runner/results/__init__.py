@@ -1,7 +1,8 @@
 """Results: the records a run writes, the environment they describe, and their storage.
 
 - :mod:`.records`: the typed run record, its one JSON form, and the history of that format;
-- :mod:`.stages`: the parts of a record that describe one stage (value, placement, usage);
+- :mod:`.stages`: the parts of a record that describe one stage (value, placement, usage,
+  timeline);
 - :mod:`.store`: the JSON Lines files, written as each run ends and read back;
 - :mod:`.environment`: the driver's machine and packages, written into every record.
 """
@@ -21,9 +22,10 @@ from cluster_runner.results.records import (
     JobRecord,
     JobStage,
     RunRecord,
+    Source,
     SweepLabels,
 )
-from cluster_runner.results.stages import Placement, StageRecord, StageResult, Usage
+from cluster_runner.results.stages import Placement, StageRecord, StageResult, Timeline, Usage
 from cluster_runner.results.store import (
     ResultsWriter,
     new_id,
@@ -44,9 +46,11 @@ __all__ = [
     "Placement",
     "ResultsWriter",
     "RunRecord",
+    "Source",
     "StageRecord",
     "StageResult",
     "SweepLabels",
+    "Timeline",
     "Usage",
     "cpu_model",
     "driver_environment",

@@ -36,6 +36,45 @@ Schema history (bump :data:`SCHEMA_VERSION` on any change a reader must know abo
    - ``error_traceback`` (failed runs only): the traceback of the task that raised, as the
      worker formatted it (see :class:`~cluster_runner.errors.TaskFailedError`), or null when
      the run failed for another reason (a timeout, lost workers).
+   - ``cold`` (issue 14; written only when true): the run was the first timed run on a freshly
+     started backend with no untimed run before it (the workloads' warm-up hooks did run at
+     start). Reports leave such a run out when it is measurably slower than the point's other
+     runs (:func:`cluster_runner.analysis.hygiene.is_cold`) and say so.
+   - ``labels.baseline`` and ``labels.precision`` (issue 14; written only when set): the
+     speedup reference a sweep was run for (``--baseline``, e.g. ``serial@1``), which reports
+     use unless told otherwise; and the ``--precision`` target in percent of the median.
+   - ``stages[].reference`` (issue 13; only for a stage whose workload has no oracle of its
+     own): the serial reference its result was checked against, ``key`` (of the workload, its
+     parameters and source code, Python and numpy), ``digest``, ``display``, ``value`` (its
+     JSON form, or null), ``backend`` (``serial``), ``computed`` (when), ``seconds``; see
+     :mod:`cluster_runner.runs.reference`. ``verification`` says in words how the stage was
+     checked.
+
+   - ``stages[].timeline`` (issue 18): when and where each task of the stage ran, as
+     parallel lists (``began``, the driver's clock at the first submit; ``workers``,
+     ``nodes``, ``kinds``; per task ``worker``, ``kind``, ``start_us``, ``end_us`` after
+     ``began``, and ``attempt`` when a task was rerun; ``dropped`` when a stage had more
+     tasks than a record keeps), see :class:`~cluster_runner.results.stages.Timeline`.
+     Reports draw it as a timeline; absent in older records, which simply have none.
+   - ``source`` (issue 18; written when known): the job's folder as git saw it when the
+     command started, ``path``, ``commit`` and ``dirty`` (uncommitted changes to tracked
+     files); null ``commit`` outside a git work tree.
+   - ``tags`` (issue 18; written only when given): ``--tag KEY=VALUE`` labels of the command
+     that wrote the record, strings both, which ``compare`` and ``check`` select on.
+   - ``backend.warmup_s`` (issue 16; written when measured): seconds the job's warm-up hooks
+     (compiled kernels) took while the backend started, in the driver and the longest of the
+     workers' (and in the local pool's forkserver); ``startup_s`` leaves them out since.
+
+   - ``slurm`` (issue 19; written only for a sweep on nodes asked of Slurm): the Slurm jobs
+     and nodes the run's point used, ``job_ids`` and ``nodes`` (one each per node, in the
+     order the backend chose its nodes) and ``cluster`` (Slurm's cluster name, when known).
+     Such a record's ``backend.address`` names the Slurm and the jobs file
+     (``slurm:CLUSTER/slurm-dask``: one cluster to a report, whatever port the engine had that
+     day), and ``backend.extra.engine_address`` the scheduler's or GCS's own address.
+   - ``labels.params`` (issue 19; written only when a sweep varied parameters with
+     ``--vary``): the point's values of them, ``NAME -> value`` as ``--set`` takes them
+     (``primes.n``, or ``n`` for every stage that has it). Part of the point's identity, so
+     reports group by them and ``--resume`` knows the point.
 
 :meth:`RunRecord.from_json` requires only what no reader can do without (the job's name and
 digest, the backend's name and worker count, the status); every other field takes its empty
@@ -129,6 +168,7 @@ class BackendRecord:
     start_method: str | None = None
     dashboard: str | None = None
     startup_s: float | None = None  # seconds the backend's start took, apart from the runs
+    warmup_s: float | None = None  # of which, seconds the job's warm-up hooks took (left out)
     extra: Mapping[str, Any] = field(default_factory=dict)  # what only this engine says
 
     def to_json(self) -> Json:
@@ -141,6 +181,7 @@ class BackendRecord:
             "start_method": self.start_method,
             "dashboard": self.dashboard,
             "startup_s": self.startup_s,
+            **({"warmup_s": self.warmup_s} if self.warmup_s is not None else {}),
             "extra": dict(self.extra),
         }
 
@@ -155,6 +196,7 @@ class BackendRecord:
             start_method=data.get("start_method"),
             dashboard=data.get("dashboard"),
             startup_s=data.get("startup_s"),
+            warmup_s=data.get("warmup_s"),
             extra=data.get("extra", {}),
         )
 
@@ -179,9 +221,12 @@ class SweepLabels:
     round: int | None = None  # None for warm-ups
     point: str | None = None  # the point's short name, e.g. ``local x2``
     other_load: float | None = None  # CPU % used by other processes before the size was timed
+    baseline: str | None = None  # the sweep's speedup reference, e.g. ``serial@1``
+    precision: float | None = None  # the sweep's --precision target, percent of the median
+    params: Mapping[str, Any] = field(default_factory=dict)  # --vary: the point's values
 
     def to_json(self) -> Json:
-        return {
+        data: Json = {
             "mode": self.mode,
             "axis": self.axis,
             "size": self.size,
@@ -195,6 +240,13 @@ class SweepLabels:
             "point": self.point,
             "other_load": self.other_load,
         }
+        if self.baseline is not None:  # absent when unset, as in records written before it
+            data["baseline"] = self.baseline
+        if self.precision is not None:
+            data["precision"] = self.precision
+        if self.params:
+            data["params"] = dict(self.params)
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SweepLabels:
@@ -211,7 +263,72 @@ class SweepLabels:
             round=data.get("round"),
             point=data.get("point"),
             other_load=data.get("other_load"),
+            baseline=data.get("baseline"),
+            precision=data.get("precision"),
+            params=data.get("params") or {},
         )
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the job came from: its folder, and that folder's git commit when it is in one."""
+
+    path: str  # the folder of the job file (or of the built-in jobs)
+    commit: str | None = None  # ``git rev-parse HEAD`` there; None outside a git work tree
+    dirty: bool = False  # tracked files differ from the commit
+
+    @property
+    def short(self) -> str:
+        """``1a2b3c4d`` or ``1a2b3c4d+dirty``; ``no git`` outside a work tree."""
+        if self.commit is None:
+            return "no git"
+        return self.commit[:8] + ("+dirty" if self.dirty else "")
+
+    def to_json(self) -> Json:
+        return {"path": self.path, "commit": self.commit, "dirty": self.dirty}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Source:
+        source = cls(
+            path=data.get("path", ""), commit=data.get("commit"), dirty=data.get("dirty", False)
+        )
+        if not isinstance(source.path, str) or not isinstance(source.commit, str | None):
+            raise ValueError("source.path and source.commit must be strings")
+        if not isinstance(source.dirty, bool):
+            raise ValueError("source.dirty must be true or false")
+        return source
+
+
+@dataclass(frozen=True)
+class SlurmPlacement:
+    """The Slurm jobs and nodes a run's point used (issue 19), one entry a node."""
+
+    job_ids: tuple[str, ...]  # the Slurm job of each node used
+    nodes: tuple[str, ...]  # Slurm's name of each node used
+    cluster: str | None = None  # Slurm's cluster name, when known
+
+    def to_json(self) -> Json:
+        data: Json = {"job_ids": list(self.job_ids), "nodes": list(self.nodes)}
+        if self.cluster is not None:
+            data["cluster"] = self.cluster
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SlurmPlacement:
+        return cls(
+            job_ids=tuple(str(j) for j in data.get("job_ids", ())),
+            nodes=tuple(str(n) for n in data.get("nodes", ())),
+            cluster=data.get("cluster"),
+        )
+
+
+def tags_from_json(data: Any) -> dict[str, str]:
+    """A record's ``tags``: an object of strings (``ValueError`` for anything else)."""
+    if not isinstance(data, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise ValueError("tags must be an object of strings")
+    return dict(data)
 
 
 @dataclass(frozen=True)
@@ -240,6 +357,10 @@ class RunRecord:
     retried: int = 0  # tasks rerun after losing workers, over all stages
     usage: Usage | None = None  # over the whole run; None unless it finished
     error_traceback: str | None = None  # a failed task's traceback, as its worker formatted it
+    cold: bool = False  # first timed run on a fresh backend, nothing untimed before it
+    source: Source | None = None  # the job's folder and its git commit; None: not recorded
+    tags: Mapping[str, str] = field(default_factory=dict)  # --tag KEY=VALUE labels
+    slurm: SlurmPlacement | None = None  # the Slurm jobs and nodes used (issue 19)
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> Json:
@@ -267,6 +388,14 @@ class RunRecord:
             data["usage"] = self.usage.to_json()
         if self.status == "failed":
             data["error_traceback"] = self.error_traceback
+        if self.cold:
+            data["cold"] = True
+        if self.source is not None:
+            data["source"] = self.source.to_json()
+        if self.tags:
+            data["tags"] = dict(self.tags)
+        if self.slurm is not None:
+            data["slurm"] = self.slurm.to_json()
         return data
 
     @classmethod
@@ -278,6 +407,7 @@ class RunRecord:
         """
         labels = data.get("labels") or None
         usage = data.get("usage")
+        source = data.get("source")
         return cls(
             run_id=data.get("run_id", ""),
             session=data.get("session", ""),
@@ -296,5 +426,9 @@ class RunRecord:
             retried=data.get("retried", 0),
             usage=Usage.from_json(usage) if usage is not None else None,
             error_traceback=data.get("error_traceback"),
+            cold=data.get("cold", False),
+            source=Source.from_json(source) if source is not None else None,
+            tags=tags_from_json(data.get("tags", {})),
+            slurm=SlurmPlacement.from_json(data["slurm"]) if data.get("slurm") else None,
             schema_version=data.get("schema_version", SCHEMA_VERSION),
         )

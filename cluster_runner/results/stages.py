@@ -1,4 +1,4 @@
-"""The parts of a run record that describe one stage: its value, placement and usage.
+"""The parts of a run record that describe one stage: its value, placement, usage, timeline.
 
 See :mod:`cluster_runner.results.records` for the record they belong to, its JSON form and
 the history of the format. As there, nothing coerces a value (the JSON stays bit for bit), and
@@ -7,7 +7,7 @@ a field an older record lacks takes its empty value.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,9 +57,13 @@ class StageResult:
     verified: bool = False
     verification: str = ""  # how it was checked: the method, in words
     expected: Any = None  # what a check against a known value expected
+    #: The serial reference the result was checked against (a workload without an oracle of
+    #: its own, see cluster_runner.runs.reference): key, digest, display, value, backend,
+    #: computed, seconds. None (absent in JSON) for a result checked by its workload.
+    reference: Mapping[str, Any] | None = None
 
     def to_json(self) -> Json:
-        return {
+        data: Json = {
             "result": self.result,
             "display": self.display,
             "digest": self.digest,
@@ -67,6 +71,9 @@ class StageResult:
             "verification": self.verification,
             "expected": self.expected,
         }
+        if self.reference is not None:
+            data["reference"] = dict(self.reference)
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StageResult:
@@ -77,6 +84,7 @@ class StageResult:
             verified=data.get("verified", False),
             verification=data.get("verification", ""),
             expected=data.get("expected"),
+            reference=data.get("reference"),
         )
 
 
@@ -118,6 +126,145 @@ class Placement:
         )
 
 
+#: Most tasks of one stage whose times a record keeps; beyond it the timeline holds none and
+#: says how many there were (about 25 bytes of JSON a task: 20,000 tasks, half a megabyte).
+MAX_TIMELINE_TASKS = 20_000
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """When and where each task of a stage ran, as parallel lists: one entry per task.
+
+    Compact on purpose (issue 18): a task is five small integers, not an object with names.
+    ``workers`` and ``kinds`` are the distinct worker names and task kinds (``chunk``,
+    ``reduce``: a task's key without its stage and number), and ``worker``/``kind`` index
+    them. Times are whole microseconds after ``began``, the driver's wall clock when the
+    stage's first task was submitted; a worker on another machine reads its own clock, so its
+    bars may be shifted by the two clocks' difference. ``attempt`` is empty when every task
+    ran once, else the attempt each ran in (0 the first, n its n-th rerun after losing its
+    worker). A stage of more than :data:`MAX_TIMELINE_TASKS` tasks keeps none: ``dropped``
+    says how many it had.
+    """
+
+    began: float  # driver's wall clock (seconds since the epoch) at the first submit
+    workers: tuple[str, ...] = ()  # the distinct workers' names
+    nodes: tuple[str, ...] = ()  # the node of each of ``workers``
+    kinds: tuple[str, ...] = ()  # the distinct task kinds
+    worker: tuple[int, ...] = ()  # per task: an index into ``workers``
+    kind: tuple[int, ...] = ()  # per task: an index into ``kinds``
+    start_us: tuple[int, ...] = ()  # per task: start, microseconds after ``began``
+    end_us: tuple[int, ...] = ()  # per task: end, microseconds after ``began``
+    attempt: tuple[int, ...] = ()  # per task, or empty: every task ran once
+    dropped: int = 0  # tasks not kept (more than MAX_TIMELINE_TASKS)
+
+    def __len__(self) -> int:
+        return len(self.start_us)
+
+    @classmethod
+    def from_traces(cls, traces: Iterable[Any], began: float) -> Timeline:
+        """The timeline of task traces: anything with ``key``, ``worker``, ``node``, ``start``,
+        ``end`` and ``attempt``, as :class:`~cluster_runner.execution.tasks.TaskTrace`."""
+        if isinstance(traces, Sized) and len(traces) > MAX_TIMELINE_TASKS:
+            return cls(began=began, dropped=len(traces))  # compact traces: none made (issue 16)
+        traces = sorted(traces, key=lambda t: t.start)
+        if len(traces) > MAX_TIMELINE_TASKS:
+            return cls(began=began, dropped=len(traces))
+        workers: dict[str, int] = {}
+        nodes: list[str] = []
+        kinds: dict[str, int] = {}
+        worker, kind, start, end, attempt = [], [], [], [], []
+        for t in traces:
+            if t.worker not in workers:
+                workers[t.worker] = len(workers)
+                nodes.append(str(t.node))
+            worker.append(workers[t.worker])
+            kind.append(kinds.setdefault(task_kind(t.key), len(kinds)))
+            start.append(round((t.start - began) * 1e6))
+            end.append(round((t.end - began) * 1e6))
+            attempt.append(int(getattr(t, "attempt", 0) or 0))
+        return cls(
+            began=began,
+            workers=tuple(str(w) for w in workers),
+            nodes=tuple(nodes),
+            kinds=tuple(kinds),
+            worker=tuple(worker),
+            kind=tuple(kind),
+            start_us=tuple(start),
+            end_us=tuple(end),
+            attempt=tuple(attempt) if any(attempt) else (),
+        )
+
+    def to_json(self) -> Json:
+        data: Json = {
+            "began": self.began,
+            "workers": list(self.workers),
+            "nodes": list(self.nodes),
+            "kinds": list(self.kinds),
+            "worker": list(self.worker),
+            "kind": list(self.kind),
+            "start_us": list(self.start_us),
+            "end_us": list(self.end_us),
+        }
+        if self.attempt:
+            data["attempt"] = list(self.attempt)
+        if self.dropped:
+            data["dropped"] = self.dropped
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Timeline:
+        """Read a timeline, checking that its lists agree (``ValueError`` if not: the reader
+        turns it into one line naming the file and line)."""
+        timeline = cls(
+            began=float(data["began"]),
+            workers=tuple(data.get("workers", ())),
+            nodes=tuple(data.get("nodes", ())),
+            kinds=tuple(data.get("kinds", ())),
+            worker=tuple(data.get("worker", ())),
+            kind=tuple(data.get("kind", ())),
+            start_us=tuple(data.get("start_us", ())),
+            end_us=tuple(data.get("end_us", ())),
+            attempt=tuple(data.get("attempt", ())),
+            dropped=data.get("dropped", 0),
+        )
+        timeline.check()
+        return timeline
+
+    def check(self) -> None:
+        """Raise ``ValueError`` unless the parallel lists agree and every index is in range."""
+        n = len(self.start_us)
+        lists = {"worker": self.worker, "kind": self.kind, "end_us": self.end_us}
+        if self.attempt:
+            lists["attempt"] = self.attempt
+        for name, values in lists.items():
+            if len(values) != n:
+                raise ValueError(f"timeline.{name} has {len(values)} entries, start_us {n}")
+        if len(self.nodes) != len(self.workers):
+            raise ValueError("timeline.nodes and timeline.workers differ in length")
+        names = (*self.workers, *self.nodes, *self.kinds)
+        if not all(isinstance(x, str) for x in names):
+            raise ValueError("timeline names must be strings")
+        numbers = (*self.worker, *self.kind, *self.start_us, *self.end_us, *self.attempt)
+        if not all(type(x) is int for x in numbers):
+            raise ValueError("timeline entries must be integers")
+        if any(not 0 <= i < len(self.workers) for i in self.worker) or any(
+            not 0 <= i < len(self.kinds) for i in self.kind
+        ):
+            raise ValueError("timeline index out of range")
+        if any(e < s for s, e in zip(self.start_us, self.end_us, strict=True)):
+            raise ValueError("timeline task ends before it starts")
+        if type(self.dropped) is not int or self.dropped < 0:
+            raise ValueError("timeline.dropped must be a count")
+
+
+def task_kind(key: str) -> str:
+    """A task's kind from its key: ``primes/chunk-000003`` -> ``chunk``, ``dot/reduce`` ->
+    ``reduce`` (the stage prefix and a trailing number dropped)."""
+    name = key.rsplit("/", 1)[-1]
+    stem = name.rstrip("0123456789").rstrip("-_")
+    return stem or name
+
+
 @dataclass(frozen=True)
 class StageRecord:
     """One stage of a run: its tasks, wall time, value, placement and usage.
@@ -133,6 +280,7 @@ class StageRecord:
     placement: Placement
     retried: int = 0  # tasks rerun after their worker was lost
     usage: Usage | None = None
+    timeline: Timeline | None = None  # when and where each task ran; None in older records
 
     def to_json(self) -> Json:
         data: Json = {
@@ -146,11 +294,14 @@ class StageRecord:
         if self.usage is not None:
             data["usage"] = self.usage.to_json()
         data.update(self.placement.to_json())
+        if self.timeline is not None:
+            data["timeline"] = self.timeline.to_json()
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StageRecord:
         usage = data.get("usage")
+        timeline = data.get("timeline")
         return cls(
             name=data.get("name", ""),
             workload=data.get("workload", ""),
@@ -160,4 +311,5 @@ class StageRecord:
             placement=Placement.from_json(data),
             retried=data.get("retried", 0),
             usage=Usage.from_json(usage) if usage is not None else None,
+            timeline=Timeline.from_json(timeline) if timeline is not None else None,
         )

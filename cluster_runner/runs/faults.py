@@ -19,6 +19,7 @@ killed would be the driver (:func:`check_supported`).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import tempfile
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster_runner.errors import UsageError
-from cluster_runner.graph import Graph, Ref
+from cluster_runner.graph import Graph
 
 KILL_WORKER = "kill-worker"
 #: The faults a user can inject, for click's choices.
@@ -47,32 +48,22 @@ def die_once(marker: str, func: Callable[..., Any], *args: Any) -> Any:
 
 def victim(graph: Graph) -> str:
     """The task to kill: the middle one of those that feed another, so others finish first."""
-    feeders = [key for key, users in graph.dependents().items() if users]
-    candidates = feeders or [task.key for task in graph]  # a graph of one task: that one
-    return candidates[len(candidates) // 2]
+    count = sum(1 for _ in graph.fed_keys())
+    if not count:  # no task feeds another (a graph of one task): the middle task
+        return graph.key_of(len(graph) // 2)
+    return next(itertools.islice(graph.fed_keys(), count // 2, None))
 
 
 def with_kill_worker(graph: Graph) -> tuple[Graph, Path]:
-    """A copy of ``graph`` whose :func:`victim` kills its worker once; and the marker's path."""
+    """A copy of ``graph`` whose :func:`victim` kills its worker once; and the marker's path.
+
+    The copy shares every other task (and a map's arguments) with ``graph``: only the victim's
+    function is wrapped in :func:`die_once` (a task of a map runs alone, see
+    :meth:`~cluster_runner.graph.Graph.with_wrapped`).
+    """
     marker = Path(tempfile.gettempdir()) / f"cluster-runner-fault-{os.getpid()}-{id(graph)}"
     marker.unlink(missing_ok=True)
-    doomed = victim(graph)
-    faulty = Graph()
-    for task in graph:
-        args = [Ref(a.key) if isinstance(a, Ref) else a for a in task.args]
-        if task.key == doomed:
-            faulty.add(
-                task.key,
-                die_once,
-                str(marker),
-                task.func,
-                *args,
-                stage=task.stage,
-                resources=task.resources,
-            )
-        else:
-            faulty.add(task.key, task.func, *args, stage=task.stage, resources=task.resources)
-    return faulty, marker
+    return graph.with_wrapped(victim(graph), die_once, str(marker)), marker
 
 
 def check_supported(fault: str | None, backend: str, worker_processes: bool) -> None:

@@ -14,6 +14,19 @@ driver after the clock stops, is not in the figures.
 Each run becomes a record (see :mod:`cluster_runner.results`) handed to ``on_record`` the
 moment it ends, so the caller can write it before the next run starts.
 
+Cold runs (issue 14). Every backend runs the workloads' warm-up hooks (compiled kernels) in the
+driver and on each worker as it starts, so the first timed run does not pay for them whatever
+``--warmup`` says. What no hook can reach (a lazily imported module, a cold cache, an engine's
+first graph) may still land in the first run on a fresh backend, so a timed run with no run at
+all before it on its backend is recorded as ``cold``; the report leaves it out when it is
+measurably slower than the others (:func:`cluster_runner.analysis.hygiene.is_cold`).
+
+A stage whose workload has no oracle of its own (``verify`` returns None: a user's workload)
+is checked against a serial reference run of the same job and parameters (issue 13, see
+:mod:`cluster_runner.runs.reference`), computed after the first run that needs it, outside its
+clock, and kept in the records. Every workload's ``setup`` (a server its tasks fetch from) is
+entered once, around all the runs of a call, before the graph is built.
+
 With ``fault`` (``--inject-fault``, see :mod:`cluster_runner.runs.faults`) every run's first stage
 loses a worker partway through; the record names the fault, and each stage says how many of its
 tasks were rerun (``retried``). A run whose losses exceed the retry budget is recorded as failed.
@@ -22,14 +35,17 @@ tasks were rerun (``retried``). A run whose losses exceed the retry budget is re
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Callable, Collection
-from dataclasses import asdict, replace
+import weakref
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from cluster_runner.backends.base import Backend
 from cluster_runner.errors import ExecutionError, traceback_of
 from cluster_runner.execution.tasks import TaskTrace
+from cluster_runner.execution.traces import Traces
 from cluster_runner.execution.walk import DEFAULT_RETRIES, execute
+from cluster_runner.graph import Graph
 from cluster_runner.jobspec import JobSpec, StageSpec
 from cluster_runner.results import (
     BackendRecord,
@@ -39,6 +55,7 @@ from cluster_runner.results import (
     StageRecord,
     StageResult,
     SweepLabels,
+    Timeline,
     Usage,
     driver_environment,
     new_id,
@@ -46,7 +63,13 @@ from cluster_runner.results import (
 )
 from cluster_runner.runs.faults import check_supported, inject
 from cluster_runner.runs.monitor import TreeMonitor
+from cluster_runner.runs.reference import PROCESS_STORE, ReferenceStore, kept, reference_key
+from cluster_runner.runs.reference import check as check_reference
 from cluster_runner.workloads import get_workload
+from cluster_runner.workloads.base import call_hook
+
+#: Runs started on each live backend, so the first one on a fresh backend is known (cold).
+_RUNS_ON: weakref.WeakKeyDictionary[Backend, int] = weakref.WeakKeyDictionary()
 
 
 def run_job(
@@ -63,6 +86,7 @@ def run_job(
     first_index: int = 0,
     exclude_pids: Collection[int] = (),
     fault: str | None = None,
+    references: ReferenceStore | None = None,
 ) -> list[RunRecord]:
     """Run ``job`` ``warmup + repeat`` times on a started backend; return the records.
 
@@ -72,23 +96,65 @@ def run_job(
     ``repeat`` field, for a caller (a sweep) that makes a point's runs one call at a time.
     ``exclude_pids`` are processes (with their descendants) left out of the usage figures: the
     other backends a sweep keeps up meanwhile. ``fault`` is injected into the first stage of
-    every run.
+    every run. ``references`` holds the serial references of stages without an oracle (see
+    :mod:`cluster_runner.runs.reference`); by default, this process's own store.
     """
     check_supported(fault, backend.name, backend.worker_processes)
-    graph = job.build_graph()
+    with job.setup() as live:  # the workloads' servers, up for every run (Workload.setup)
+        return _run_all(
+            job,
+            backend,
+            live,
+            references if references is not None else PROCESS_STORE,
+            repeat=repeat,
+            warmup=warmup,
+            timeout=timeout,
+            retries=retries,
+            on_record=on_record,
+            session=session,
+            labels=labels,
+            first_index=first_index,
+            exclude_pids=exclude_pids,
+            fault=fault,
+        )
+
+
+def _run_all(
+    job: JobSpec,
+    backend: Backend,
+    live: dict[str, dict[str, Any]],
+    references: ReferenceStore,
+    *,
+    repeat: int,
+    warmup: int,
+    timeout: float | None,
+    retries: int,
+    on_record: Callable[[RunRecord], None],
+    session: str | None,
+    labels: SweepLabels | None,
+    first_index: int,
+    exclude_pids: Collection[int],
+    fault: str | None,
+) -> list[RunRecord]:
+    """:func:`run_job`'s runs, with every stage's setup entered (``live``: its parameters and
+    the values its setup made)."""
+    graph = job.build_graph(live)
     stage_graphs = [(stage, graph.stage(stage.name)) for stage in job.stages]
     session = session or new_id()
     records = []
     for i in range(warmup + repeat):
         record = _base_record(job, backend, session, first_index + i, i < warmup, labels)
-        record = replace(record, fault=fault)
+        first_on_backend = _RUNS_ON.get(backend, 0) == 0
+        _RUNS_ON[backend] = _RUNS_ON.get(backend, 0) + 1
+        record = replace(record, fault=fault, cold=first_on_backend and i >= warmup)
         stages: list[StageRecord] = []
         began = time.perf_counter()
         try:
             for number, (stage, stage_graph) in enumerate(stage_graphs):
                 with inject(fault if number == 0 else None, stage_graph) as run_graph:
+                    check = _Check(stage_graph, live[stage.name], references)
                     stages.append(
-                        _run_stage(stage, run_graph, backend, timeout, retries, exclude_pids)
+                        _run_stage(stage, run_graph, backend, timeout, retries, exclude_pids, check)
                     )
         except ExecutionError as exc:
             on_record(
@@ -129,6 +195,17 @@ def _usage(stages: list[StageRecord], backend: Backend) -> Usage:
     )
 
 
+@dataclass(frozen=True)
+class _Check:
+    """What verifying a stage needs beyond its value: the stage's graph as the job built it (a
+    serial reference runs it, without any fault), its parameters with its setup's values, and
+    the references known."""
+
+    graph: Graph
+    params: Mapping[str, Any]
+    references: ReferenceStore
+
+
 def _run_stage(
     stage: StageSpec,
     stage_graph,
@@ -136,15 +213,32 @@ def _run_stage(
     timeout,
     retries,
     exclude_pids: Collection[int] = (),
+    check: _Check | None = None,
 ) -> StageRecord:
     workload = get_workload(stage.workload)
+    params = check.params if check is not None else stage.params
     with TreeMonitor(exclude=exclude_pids) as monitor:  # its snapshots stay outside the clock
+        submitted = time.time()  # the timeline's origin: wall clock, as the tasks' traces
         began = time.perf_counter()
         result = execute(stage_graph, backend, timeout=timeout, retries=retries)
         wall = time.perf_counter() - began
     (value,) = result.values.values()
-    verification = workload.verify(stage.params, value)
-    summary = workload.summarize(stage.params, value)
+    verification = call_hook(f"{stage.name}/verify", workload.verify, params, value)
+    summary = call_hook(f"{stage.name}/summarize", workload.summarize, params, value)
+    reference = None
+    if verification is None:  # no oracle of its own: the serial reference decides
+        verification, found = check_reference(
+            key=reference_key(stage.workload, stage.params),
+            graph=check.graph if check is not None else stage_graph,
+            workload=workload,
+            params=params,
+            value=value,
+            summary=summary,
+            store=check.references if check is not None else PROCESS_STORE,
+            backend=backend.name,
+            timeout=timeout,
+        )
+        reference = kept(found).to_json()
     return StageRecord(
         name=stage.name,
         workload=stage.workload,
@@ -157,29 +251,25 @@ def _run_stage(
             verified=verification.ok,
             verification=verification.method,
             expected=verification.expected,
+            reference=reference,
         ),
         placement=placement(result.traces),
         retried=result.retried,
         usage=Usage.from_json(monitor.result()),
+        timeline=Timeline.from_traces(result.traces, submitted),
     )
 
 
-def placement(traces: list[TaskTrace]) -> Placement:
-    """Where a stage's tasks ran, how busy they kept the workers, and any device phases."""
-    busy = [t.end - t.start for t in traces]
-    phases: Counter[str] = Counter()
-    for trace in traces:
-        phases.update(trace.phases or {})
-    devices = Counter(t.device for t in traces if t.device)
-    return Placement(
-        workers_used=dict(Counter(t.worker for t in traces)),
-        nodes_used=dict(Counter(t.node for t in traces)),
-        busy_s=sum(busy),
-        task_max_s=max(busy, default=0.0),
-        span_s=(max(t.end for t in traces) - min(t.start for t in traces)) if traces else 0.0,
-        phases=dict(phases) if devices else None,
-        devices_used=dict(devices) if devices else None,
-    )
+def placement(traces: Traces | Iterable[TaskTrace]) -> Placement:
+    """Where a stage's tasks ran, how busy they kept the workers, and any device phases.
+
+    Computed from the compact columns of :class:`~cluster_runner.execution.traces.Traces`;
+    trace objects are put into columns first.
+    """
+    if not isinstance(traces, Traces):
+        numbered = list(traces)
+        traces = Traces.of(numbered, {t.key: i for i, t in enumerate(numbered)}.__getitem__)
+    return Placement(**traces.placement())
 
 
 def _base_record(

@@ -17,7 +17,15 @@ varies (its *axis*):
     per-task overhead starts to cost more than the work.
 
 ``strong`` mode keeps the problem fixed; ``weak`` multiplies each stage's weak parameter by the
-size (:meth:`JobSpec.scaled`), so the work per worker stays constant (Gustafson).
+size (:meth:`JobSpec.scaled`), so the work per worker stays constant (Gustafson);
+``throughput`` keeps one worker or node count and grows the problem instead (one ``--vary``
+parameter is then the axis).
+
+Any parameter (issue 19). ``--vary NAME=V1,V2`` times every size at each value, several
+``--vary`` as their product or, with ``--zip``, in pairs (:mod:`.vary`); the values are part of
+each point and of its records. ``--resume FILE`` times only the rounds a results file lacks
+(:mod:`.resume`). A sweep on nodes a batch scheduler gives has a
+:class:`~cluster_runner.sweeps.loop.SweepProvider` (:mod:`cluster_runner.clusters.slurm_sweep`).
 
 Order, against drift. On a shared machine the speed of the machine drifts while a sweep runs.
 All backends of one size are started together (each start timed on its own, and reported

@@ -9,14 +9,17 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster_runner.backends import Backend, BackendInfo, create_backend
-from cluster_runner.errors import ExecutionError
+from cluster_runner.errors import ExecutionError, NodesLostError
 from cluster_runner.results import RunRecord, SweepLabels, new_id
 from cluster_runner.runs.job import run_job, skipped_record
 from cluster_runner.runs.monitor import TreeMonitor
-from cluster_runner.sweeps.plan import Engine, Point, Step, SweepPlan, run_order
+from cluster_runner.sweeps.plan import Engine, Point, Run, Step, SweepPlan, run_order
+
+if TYPE_CHECKING:
+    from cluster_runner.analysis.hygiene import PrecisionCheck
 
 #: Seconds over which the CPU load of other processes is sampled before a size is timed.
 LOAD_SAMPLE_S = 0.25
@@ -36,6 +39,32 @@ class SweepObserver:
 
     def advance(self, runs: int) -> None:
         """``runs`` of the planned runs are done, or will not be made."""
+
+    def extended(self, runs: int) -> None:
+        """``runs`` more runs were planned: points not yet as precise as ``--precision`` asks."""
+
+    def precision(self, point: Point, check: PrecisionCheck) -> None:
+        """Where a point stands against ``--precision`` once its runs are done."""
+
+
+class SweepProvider:
+    """Where a sweep's cluster comes from when the sweep itself asks for it (issue 19: nodes
+    from Slurm, :mod:`cluster_runner.clusters.slurm_sweep`); the defaults change nothing."""
+
+    def prepare(self, step: Step) -> Step:
+        """Before a size is brought up, and before a run whose nodes were lost is retried:
+        make the cluster whole again; return the step (with the address it has now)."""
+        return step
+
+    def check(self) -> None:
+        """Before each run: raise :class:`NodesLostError` if the nodes are gone already, so that
+        no engine is asked about a cluster that is not there (Ray's driver waits a minute on a
+        GCS that is gone, then ends the whole process)."""
+
+    def lost(self, error: ExecutionError) -> bool:
+        """Whether a failed run's nodes were taken away from outside the engine (a batch job
+        ended): such a run is retried once, on nodes asked for again, and the sweep goes on."""
+        return isinstance(error, NodesLostError)
 
 
 @dataclass
@@ -64,6 +93,10 @@ def run_sweep(
     observer: SweepObserver | None = None,
     fault: str | None = None,
     keep_going: bool = False,
+    precision: float | None = None,
+    max_repeats: int | None = None,
+    around: Callable[[Step, Engine, Backend], contextlib.AbstractContextManager] | None = None,
+    provider: SweepProvider | None = None,
 ) -> SweepOutcome:
     """Time every point of ``plan``; hand each record to ``on_record`` as its run ends.
 
@@ -71,19 +104,41 @@ def run_sweep(
     rounds and the sweep goes on, else its error is raised once the backends are closed.
     Errors the user must fix (a backend that is not installed, an address that does not
     answer) stop the sweep with a one-line error. ``fault`` is injected into every run.
+
+    ``precision`` (``--precision P``): after its ``repeat`` rounds, each point of a size that
+    is not yet precise (:func:`~cluster_runner.analysis.hygiene.precision_reached`: the
+    median's interval reaches its nominal level and its half-width is at most P% of the
+    median) gets more rounds, still interleaved with the other such points, until it is or it
+    has ``max_repeats`` timed runs.
+
+    ``around(step, engine, backend)``, when given, is entered for each backend once its
+    pre-flight is done and left before it closes: ``--profile`` keeps the engine's trace of
+    that size's runs.
+
+    ``provider`` (a sweep on nodes it asks a batch scheduler for) prepares each size before it
+    is brought up. A run it says lost its nodes (:meth:`SweepProvider.lost`) is recorded as
+    failed, the size's backends are brought up again on the nodes it asks for anew, and the run
+    is retried once; a point that loses its nodes twice is dropped and the sweep goes on, with
+    or without ``keep_going``.
     """
     observer = observer or SweepObserver()
     outcome = SweepOutcome()
     session = new_id()
+    times: dict[str, list[tuple[float, bool]]] = {}  # verified timed runs: (wall, cold)
 
     def emit(record: RunRecord) -> None:
         on_record(record)
         outcome.records += 1
         outcome.verified += record.status == "verified"
         outcome.unverified_runs += record.status == "unverified"
+        if record.status == "verified" and not record.warmup and record.labels is not None:
+            times.setdefault(record.labels.point or "", []).append((record.wall_s, record.cold))
         observer.finished(record)
 
+    retried: set[str] = set()  # points retried once after losing their nodes
     for step in plan.steps:
+        if provider is not None:
+            step = provider.prepare(step)
         with contextlib.ExitStack() as stack:
             owned: list[set[int]] = []  # processes each backend started
             live = [_bring_up(engine, stack, observer, owned) for engine in step.engines]
@@ -93,6 +148,9 @@ def run_sweep(
             }
             load = _other_load()
             observer.checked(step, load, problems)
+            for e, backend in enumerate(live):
+                if around is not None and not problems[step.engines[e].backend]:
+                    stack.enter_context(around(step, step.engines[e], backend))
             dropped: set[str] = set()  # labels of points not timed further
             for e, engine in enumerate(step.engines):
                 if problems[engine.backend]:
@@ -110,12 +168,18 @@ def run_sweep(
                             )
                         )
                         observer.advance(warmup + repeat)
-            for run in run_order(step, warmup, repeat):
-                if run.point.label in dropped:
-                    continue
+
+            def time(
+                run: Run, live=live, owned=owned, load=load, dropped=dropped, step=step, stack=stack
+            ) -> None:
+                """One run of the order, recorded; a failure stops the sweep or, with
+                keep_going, drops its point from the later rounds (this size's state is
+                bound as defaults: the function is called within its own iteration only)."""
                 round_ = None if run.warmup else run.index - warmup
-                labels = _labels(plan, run.point, round_, load)
+                labels = _labels(plan, run.point, round_, load, precision)
                 try:
+                    if provider is not None:
+                        provider.check()
                     run_job(
                         run.point.job,
                         live[run.engine],
@@ -133,17 +197,72 @@ def run_sweep(
                         fault=fault,
                     )
                 except ExecutionError as exc:
-                    if not keep_going:
+                    lost = provider is not None and provider.lost(exc)
+                    if lost and run.point.label not in retried:
+                        assert provider is not None
+                        retried.add(run.point.label)
+                        fresh = provider.prepare(step)  # the nodes, asked for again
+                        for e, engine in enumerate(fresh.engines):
+                            live[e].close()
+                            again: list[set[int]] = []
+                            live[e] = _bring_up(engine, stack, observer, again)
+                            owned[e] = again[0]
+                        time(run)
+                        return
+                    if not keep_going and not lost:
                         raise type(exc)(
                             f"{run.point.label}: {exc} (the sweep stopped here; --keep-going"
                             " records a failed run and goes on)"
                         ) from exc
                     dropped.add(run.point.label)
                     outcome.failed_points.append(run.point.label)
-                    observer.advance(warmup + repeat - run.index)
-                    continue
+                    observer.advance(max(warmup + repeat - run.index, 0))
+                    return
                 observer.advance(1)
+
+            for run in run_order(step, warmup, repeat):
+                if run.point.label not in dropped:
+                    time(run)
+            if precision is not None:
+                _until_precise(step, warmup, repeat, max_repeats or repeat, precision, times,
+                               dropped, time, observer)  # fmt: skip
     return outcome
+
+
+def _until_precise(step, warmup, repeat, most, target, times, dropped, time, observer) -> None:
+    """More rounds of the points not yet precise enough, interleaved, up to ``most`` runs.
+
+    Precision is judged on the runs the report will count (a cold first run left out)."""
+    from cluster_runner.analysis.hygiene import counted, precision_reached
+
+    def check(done: list[tuple[float, bool]]) -> PrecisionCheck:
+        walls = [t for t, _ in done]
+        return precision_reached([walls[i] for i in counted(walls, [c for _, c in done])], target)
+
+    def pending() -> list[Run]:
+        runs = []
+        for e, engine in enumerate(step.engines):
+            for point in engine.points:
+                done = times.get(point.label, [])
+                if point.label in dropped or not done or len(done) >= most:
+                    continue
+                if not check(done).reached:
+                    runs.append(Run(e, point, warmup + len(done), False))
+        return runs
+
+    for _ in range(repeat, most):
+        extra = pending()
+        if not extra:
+            break
+        observer.extended(len(extra))
+        for run in extra:
+            if run.point.label not in dropped:
+                time(run)
+    for engine in step.engines:
+        for point in engine.points:
+            done = times.get(point.label, [])
+            if done and point.label not in dropped:
+                observer.precision(point, check(done))
 
 
 def _bring_up(
@@ -195,7 +314,9 @@ def _busy(times: Any) -> float:
     return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
-def _labels(plan: SweepPlan, point: Point, round_: int | None, load: float) -> SweepLabels:
+def _labels(
+    plan: SweepPlan, point: Point, round_: int | None, load: float, precision: float | None = None
+) -> SweepLabels:
     return SweepLabels(
         mode=plan.mode,
         axis=plan.axis,
@@ -209,4 +330,7 @@ def _labels(plan: SweepPlan, point: Point, round_: int | None, load: float) -> S
         round=round_,
         point=point.label,
         other_load=round(load, 1),
+        baseline=plan.baseline,
+        precision=precision,
+        params=dict(point.params),
     )

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster_runner.backends import BackendOptions
-from cluster_runner.errors import UsageError
+from cluster_runner.errors import JobSpecError, UsageError
 from cluster_runner.jobspec import JobSpec
+from cluster_runner.sweeps.vary import Variation, params_text
 
-MODES = ("strong", "weak")
+MODES = ("strong", "weak", "throughput")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class Point:
     chunks: int | None  # the task-count override; None: the job's own
     factor: int  # weak-scaling factor the job was scaled by (1 in strong mode)
     job: JobSpec  # the job exactly as it runs at this point
+    params: tuple[tuple[str, Any], ...] = ()  # --vary: this variant's values, in --vary order
+    done: int = 0  # timed rounds already in the results file (--resume): timed from this one
 
     @property
     def device(self) -> str:
@@ -40,7 +43,8 @@ class Point:
         size = f" x{self.workers}" if self.workers and not self.nodes else ""
         chunks = f" c{self.chunks}" if self.chunks else ""
         gpu = " gpu" if self.device == "gpu" else ""
-        return f"{self.backend}{size}{where}{chunks}{gpu}"
+        varied = f" {params_text(self.params)}" if self.params else ""
+        return f"{self.backend}{size}{where}{chunks}{gpu}{varied}"
 
 
 @dataclass(frozen=True)
@@ -67,14 +71,19 @@ class SweepPlan:
 
     job: JobSpec  # the job as given (before scaling or chunk overrides)
     mode: str
-    axis: str  # "workers", "nodes" or "chunks"
+    axis: str  # "workers", "nodes", "chunks", or the --vary parameter (throughput mode)
     steps: tuple[Step, ...]
     notes: tuple[str, ...] = ()  # what the plan left out, for the user
+    baseline: str | None = None  # the speedup reference, e.g. ``serial@1`` (--baseline)
 
     def runs(self, warmup: int, repeat: int) -> int:
         """Runs the sweep will make if nothing is skipped: the progress bar's total."""
-        points = sum(len(e.points) for s in self.steps for e in s.engines)
-        return points * (warmup + repeat)
+        return sum(
+            warmup + max(repeat - p.done, 0)
+            for s in self.steps
+            for e in s.engines
+            for p in e.points
+        )
 
 
 def plan_sweep(
@@ -91,16 +100,23 @@ def plan_sweep(
     gpu: bool = False,
     extra: Mapping[str, Any] | None = None,
     retries: int = 3,
+    baseline: tuple[str, int | None] | None = None,
+    vary: Variation | None = None,
 ) -> SweepPlan:
     """The points of a sweep; raise a one-line :class:`UsageError` for impossible requests.
 
     Every job variant (scaled, re-chunked, on GPUs) is built and validated here, so a sweep
     that would fail at its last point for a bad parameter fails before its first. With ``gpu``
     every point is timed twice, as given and with the array stages on GPUs, so one report
-    compares CPU and GPU scaling.
+    compares CPU and GPU scaling. ``baseline`` (``--baseline``, as ``(backend, size)``) is
+    timed too when the sweep would not time it anyway, so the speedup's reference is there.
+
+    ``vary`` (``--vary``, :mod:`.vary`): every size is timed at each variant. In
+    ``throughput`` mode the one varied parameter is the axis instead (the problem grows, the
+    resources stay: one worker or node count), see :func:`_throughput`.
     """
     if mode not in MODES:
-        raise UsageError(f"unknown mode {mode!r} (choose strong or weak)")
+        raise UsageError(f"unknown mode {mode!r} (choose strong, weak or throughput)")
     if not backends:
         raise UsageError("no backend to sweep (e.g. --backend local,dask,ray)")
     if nodes and not address:
@@ -114,14 +130,25 @@ def plan_sweep(
         raise UsageError("--address names one cluster: sweep one --backend at a time on it")
     if nodes and len(workers) > 1:
         raise UsageError("with --nodes, --workers is the worker count expected on each node")
+    if vary is not None and chunks and "chunks" in {n.rpartition(".")[2] for n in vary.names}:
+        raise UsageError("--vary chunks=... and --chunks both set chunks: give one of them")
+    if mode == "throughput":
+        return _throughput(
+            job, backends, vary, workers, nodes, chunks, address, baseline, gpu,
+            dict(connect_timeout=connect_timeout, start_method=start_method,
+                 extra=dict(extra or {}), retries=retries),
+        )  # fmt: skip
     axis = "chunks" if len(chunks) > 1 else ("nodes" if nodes else "workers")
-    sizes = sorted(nodes or workers)
+    requested = sorted(nodes or workers)
+    timed_at = {size: list(backends) for size in requested}
+    if baseline is not None and baseline[0] != "own":  # own: each backend's smallest size
+        _add_baseline(baseline, axis, address, timed_at)
     notes = []
     steps = []
-    for size in sizes:
+    for size in sorted(timed_at):
         factor = size if mode == "weak" else 1
         engines = []
-        for name in backends:
+        for name in timed_at[size]:
             if name == "serial" and size != 1:
                 notes.append(f"serial runs on one worker only: not timed at {size}")
                 continue
@@ -147,9 +174,11 @@ def plan_sweep(
                     nodes=size if nodes else None,
                     chunks=c,
                     factor=factor,
-                    job=_variant(job, c, factor, on_gpu),
+                    job=_variant(job, c, factor, on_gpu, vary, v),
+                    params=_params(vary, v),
                 )
                 for c in (chunks or [None])
+                for v in range(len(vary.variants) if vary else 1)
                 for on_gpu in ((False, True) if gpu else (False,))
             )
             engines.append(Engine(name, options, expected, points))
@@ -157,10 +186,116 @@ def plan_sweep(
             steps.append(Step(size, tuple(engines)))
     if not steps:
         raise UsageError("nothing to time: " + "; ".join(notes))
-    return SweepPlan(job, mode, axis, tuple(steps), tuple(notes))
+    spec = (
+        None
+        if baseline is None
+        else baseline[0]
+        if baseline[0] == "own"
+        else (f"{baseline[0]}@{baseline[1]}")
+    )
+    return SweepPlan(job, mode, axis, tuple(steps), tuple(notes), spec)
 
 
-def _variant(job: JobSpec, chunks: int | None, factor: int, on_gpu: bool = False) -> JobSpec:
+def _throughput(job, backends, vary, workers, nodes, chunks, address, baseline, gpu, shared):
+    """Throughput mode: the problem grows (the one ``--vary`` parameter, the sweep's axis), the
+    resources stay (one worker or node count): does the work per second hold as it grows?"""
+    if vary is None or len(vary.names) != 1:
+        raise UsageError(
+            "--mode throughput grows one parameter: give one --vary, e.g. --vary n=1e8,1e9,1e10"
+        )
+    name = vary.names[0]
+    values = [v[0] for v in vary.variants]
+    for value in values:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not value > 0
+            or (int(value) != value)
+        ):
+            raise UsageError(
+                f"--mode throughput: --vary {name} takes whole numbers above 0 (the problem"
+                f" size), not {value!r}"
+            )
+    fixed = nodes or workers
+    if len(fixed) != 1:
+        raise UsageError(
+            "--mode throughput keeps the resources fixed: give one --workers (or --nodes) value"
+        )
+    if len(chunks) > 1:
+        raise UsageError("--mode throughput grows the problem: sweep --chunks on its own")
+    if baseline is not None:
+        raise UsageError("--baseline: a throughput sweep compares problem sizes: no speedup")
+    size, chunk = fixed[0], (chunks[0] if chunks else None)
+    engines, notes = [], []
+    for backend in backends:
+        if backend == "serial" and size != 1:
+            notes.append(f"serial runs on one worker only: not timed at {size}")
+            continue
+        count = None if nodes else size
+        per_node = workers[0] if nodes and workers else None
+        options = BackendOptions(
+            workers=count, address=address, nodes=size if nodes else None,
+            gpu=gpu or job.uses_gpu, warm_up=job.warm_ups(), **shared,
+        )  # fmt: skip
+        points = tuple(
+            Point(
+                backend=backend,
+                size=int(value),
+                workers=per_node if nodes else count,
+                nodes=size if nodes else None,
+                chunks=chunk,
+                factor=1,
+                job=_variant(job, chunk, 1, on_gpu, vary, i),
+                params=_params(vary, i),
+            )
+            for i, value in enumerate(values)
+            for on_gpu in ((False, True) if gpu else (False,))
+        )
+        engines.append(Engine(backend, options, per_node * size if per_node else count, points))
+    if not engines:
+        raise UsageError("nothing to time: " + "; ".join(notes))
+    return SweepPlan(job, "throughput", name, (Step(size, tuple(engines)),), tuple(notes))
+
+
+def _add_baseline(
+    baseline: tuple[str, int], axis: str, address: str | None, timed_at: dict[int, list[str]]
+) -> None:
+    """Add the ``--baseline`` point to the sizes and backends to time, or refuse it."""
+    backend, size = baseline
+    if axis == "chunks":
+        raise UsageError(
+            "--baseline: a granularity sweep (--chunks) compares task counts, not sizes;"
+            " it has no speedup to refer to a baseline"
+        )
+    if backend == "serial" and size != 1:
+        raise UsageError(f"--baseline serial@{size}: serial runs on one worker only (serial@1)")
+    if address and backend not in timed_at[min(timed_at)]:
+        raise UsageError(
+            f"--baseline {backend}@{size}: on an existing cluster the reference must be the"
+            f" swept backend ({', '.join(timed_at[min(timed_at)])})"
+        )
+    names = timed_at.setdefault(size, [])
+    if backend not in names:
+        names.append(backend)
+
+
+def _params(vary: Variation | None, index: int) -> tuple[tuple[str, Any], ...]:
+    return tuple(vary.params(index).items()) if vary is not None else ()
+
+
+def _variant(
+    job: JobSpec,
+    chunks: int | None,
+    factor: int,
+    on_gpu: bool = False,
+    vary: Variation | None = None,
+    index: int = 0,
+) -> JobSpec:
+    if vary is not None:
+        try:
+            job = job.with_overrides(vary.overrides(index))
+        except JobSpecError as exc:  # worded for --set: say --vary
+            raise JobSpecError(str(exc).replace("--set ", "--vary ", 1)) from None
     variant = job if chunks is None else job.with_overrides([f"chunks={chunks}"])
     variant = variant.on_gpu() if on_gpu else variant
     return variant.scaled(factor) if factor != 1 else variant
@@ -188,5 +323,6 @@ def run_order(step: Step, warmup: int, repeat: int) -> list[Run]:
     for round_ in range(repeat):
         for e, engine in enumerate(step.engines):
             for point in engine.points:
-                order.append(Run(e, point, warmup + round_, False))
+                if round_ >= point.done:  # --resume: the rounds the file lacks
+                    order.append(Run(e, point, warmup + round_, False))
     return order

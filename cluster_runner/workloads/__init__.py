@@ -1,13 +1,14 @@
-"""The workloads: each a module with a ``WORKLOAD`` object, imported only when asked for."""
+"""The workloads: the built-in ones, each a module with a ``WORKLOAD`` object imported only when
+asked for, and the user's own, named by module, file or entry point (:mod:`.naming`).
+
+The public workload API (what a user's code imports) is :mod:`.api`.
+"""
 
 from __future__ import annotations
 
-import importlib
-
-from cluster_runner.errors import JobSpecError
 from cluster_runner.workloads.base import Workload
 
-#: Workload name -> module that defines ``WORKLOAD``.
+#: Built-in workload name -> module that defines ``WORKLOAD``.
 REGISTRY = {
     "primes": "cluster_runner.workloads.primes",
     "array_means": "cluster_runner.workloads.array_means",
@@ -17,10 +18,11 @@ REGISTRY = {
 
 
 def get_workload(name: str) -> Workload:
-    """The workload called ``name``; a :class:`JobSpecError` naming the known ones otherwise."""
-    if name not in REGISTRY:
-        raise JobSpecError(f"unknown workload {name!r} (known: {', '.join(REGISTRY)})")
-    return importlib.import_module(REGISTRY[name]).WORKLOAD
+    """The workload ``name`` names: a built-in name, an entry point, ``module:NAME`` or
+    ``/path/file.py:NAME`` (see :mod:`.naming`); a one-line :class:`JobSpecError` otherwise."""
+    from cluster_runner.workloads.naming import find_workload
+
+    return find_workload(name).workload
 
 
 __all__ = ["REGISTRY", "Workload", "get_workload"]

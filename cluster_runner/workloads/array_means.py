@@ -73,22 +73,19 @@ class ArrayMeans(Workload):
                 f"{where}: chunks ({params['chunks']}) must not exceed rows ({params['rows']})"
             )
 
+    def result_bytes(self, params: Mapping[str, Any]) -> int | None:
+        return params["rows"] * 8  # one float64 mean a row
+
     def build(self, graph: Graph, stage: str, params: Mapping[str, Any]) -> Ref:
-        parts = [
-            graph.add(
-                f"{stage}/chunk-{i:06d}",
-                means_chunk,
-                params["seed"],
-                i,
-                stop - start,
-                params["cols"],
-                params["device"],
-                stage=stage,
-                resources=self.resources(params),
-            )
+        seed, cols, device = params["seed"], params["cols"], params["device"]
+        pieces = [
+            (seed, i, stop - start, cols, device)
             for i, (start, stop) in enumerate(split(params["rows"], params["chunks"]))
         ]
-        return graph.add(f"{stage}/reduce", join_means, *parts, stage=stage)
+        parts = graph.starmap(
+            f"{stage}/chunk", means_chunk, pieces, stage=stage, resources=self.resources(params)
+        )
+        return graph.add(f"{stage}/reduce", join_means, parts, stage=stage)
 
     def verify(self, params: Mapping[str, Any], value: Any) -> Verification:
         rows, cols, seed = params["rows"], params["cols"], params["seed"]

@@ -1,17 +1,27 @@
 """What every workload provides: a parameter schema, a graph builder, a verifier.
 
-A workload is a fan-out of chunk tasks and a reduce. It knows nothing of backends: it adds
-top-level functions to a :class:`~cluster_runner.graph.Graph`, and later checks the value that
-the graph's sink produced against an independent oracle. The chunk functions live in the
-workload's own module so that they pickle by reference on every backend.
+A workload is a graph of tasks (most often a fan-out of chunk tasks and a reduce) with one sink.
+It knows nothing of backends: it adds top-level functions to a
+:class:`~cluster_runner.graph.Graph`, and later checks the value that the graph's sink produced
+against an independent oracle. The task functions live in a module (the workload's own, or one
+it imports) so that they pickle by reference on every backend.
+
+:class:`Workload` is the full level of the public workload API (see
+:mod:`cluster_runner.workloads.api`): only :meth:`Workload.build` is required. A workload without
+an oracle of its own (:meth:`Workload.verify` returns None) is checked against a run of the same
+job on ``serial`` (:mod:`cluster_runner.runs.reference`), bit for bit or within its declared
+:attr:`Workload.rtol` and :attr:`Workload.atol`; one without a summary of its own gets the
+default one (:func:`cluster_runner.workloads.values.summarize_value`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,12 +49,20 @@ class Param:
     """
 
     name: str
-    kind: type  # int or str
-    help: str
+    kind: type  # int, float, str or bool
+    help: str = ""
     default: Any = None  # None: the parameter is required
-    minimum: int | None = None  # inclusive lower bound for ints
-    maximum: int | None = None  # inclusive upper bound for ints
+    minimum: float | None = None  # inclusive lower bound for numbers
+    maximum: float | None = None  # inclusive upper bound for numbers
     choices: tuple[str, ...] | None = None  # allowed values for strings
+
+    def __post_init__(self) -> None:
+        if self.kind not in (int, float, str, bool):
+            raise TypeError(f"parameter {self.name!r}: kind must be int, float, str or bool")
+        if not self.name.isidentifier():
+            raise TypeError(f"parameter name {self.name!r} is not a Python identifier")
+        if self.choices is not None:
+            object.__setattr__(self, "choices", tuple(self.choices))
 
 
 @dataclass(frozen=True)
@@ -81,12 +99,21 @@ def digest_many(values: tuple[Any, ...]) -> str:
 
 
 class Workload(ABC):
-    """A fan-out of chunk tasks and a reduce, with its own parameters and oracle."""
+    """A graph of tasks with one sink, its parameters, and optionally its own oracle.
 
-    name: str
-    description: str
-    params: tuple[Param, ...]
-    weak_param: str  # the size parameter that grows with workers in weak scaling
+    Subclass it and implement :meth:`build`; everything else has a default. The object a job
+    names is an instance (a class is instantiated with no arguments).
+    """
+
+    name: str = ""  # a word; default: the attribute the job names
+    description: str = ""  # one line; default: the first line of the class's docstring
+    params: tuple[Param, ...] = ()
+    weak_param: str = ""  # the size parameter that grows with workers in weak scaling; "": none
+    #: Tolerance of the reference check (no oracle of its own): a result agrees with the serial
+    #: reference where |value - reference| <= atol + rtol * |reference|, number by number.
+    #: Both 0 (the default): the digests must be equal, bit for bit.
+    rtol: float = 0.0
+    atol: float = 0.0
     #: Top-level, picklable functions of no arguments that load what the tasks need (compiled
     #: kernels): backends run them once in the driver, then on each worker at start-up, so that
     #: the first timed run does not pay for them (see ``JobSpec.warm_ups``).
@@ -95,6 +122,11 @@ class Workload(ABC):
     @property
     def param_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.params)
+
+    @property
+    def has_oracle(self) -> bool:
+        """Whether :meth:`verify` is the workload's own (else a serial reference decides)."""
+        return type(self).verify is not Workload.verify
 
     def params_model(self) -> type[BaseModel]:
         """The pydantic model of this workload's parameters, compiled once from :attr:`params`."""
@@ -121,7 +153,8 @@ class Workload(ABC):
 
         name, kind, given = field_name(detail), detail["type"], detail.get("input")
         limit = (detail.get("ctx") or {}).get("ge", (detail.get("ctx") or {}).get("le"))
-        choices = next((p.choices for p in self.params if p.name == name), None)
+        param = next((p for p in self.params if p.name == name), None)
+        choices = param.choices if param is not None else None
         if kind == "extra_forbidden":
             return (
                 f"unknown parameter {name!r} for workload {self.name!r}"
@@ -132,13 +165,17 @@ class Workload(ABC):
         if kind == "greater_than_equal":
             return f"{name} must be >= {limit}, got {plain(given)}"
         if kind == "less_than_equal":
-            return f"{name} must be <= {limit:.0e}, got {plain(given)}"
+            shown = f"{limit:.0e}" if abs(limit) >= 1e6 else plain(limit)
+            return f"{name} must be <= {shown}, got {plain(given)}"
         if choices is not None and isinstance(given, str):
             return f"{name} must be one of {', '.join(choices)}, got {given!r}"
         if choices is not None or kind.startswith("string"):
             return f"{name} must be a string, got {given!r}"
         if is_type_error(detail):
-            return f"{name} must be an integer, got {given!r}"
+            wanted = {float: "a number", bool: "true or false"}.get(
+                param.kind if param is not None else int, "an integer"
+            )
+            return f"{name} must be {wanted}, got {given!r}"
         return f"{name}: {detail['msg']}, got {given!r}"
 
     def check(self, params: Mapping[str, Any], where: str) -> None:
@@ -148,17 +185,56 @@ class Workload(ABC):
     def build(self, graph: Graph, stage: str, params: Mapping[str, Any]) -> Ref:
         """Add this workload's tasks to ``graph`` under ``stage``; return the reduce's ref."""
 
-    @abstractmethod
-    def verify(self, params: Mapping[str, Any], value: Any) -> Verification:
-        """Check the reduce's value against an independent oracle."""
+    def verify(self, params: Mapping[str, Any], value: Any) -> Verification | None:
+        """Check the sink's value against an independent oracle; None: no oracle of its own.
 
-    @abstractmethod
+        The default is None: the runner then checks the value against a run of the same job and
+        parameters on ``serial`` (see :mod:`cluster_runner.runs.reference`).
+        """
+        return None
+
     def summarize(self, params: Mapping[str, Any], value: Any) -> ResultSummary:
-        """A JSON-able summary of the value for tables, records and comparisons."""
+        """A JSON-able summary of the value for tables, records and comparisons.
+
+        The default digests the exact bits of numbers, numpy arrays, strings, and lists and
+        dicts of them, and shows them in a few words (:func:`~.values.summarize_value`).
+        """
+        from cluster_runner.workloads.values import summarize_value
+
+        return summarize_value(value)
+
+    def setup(self, params: Mapping[str, Any]) -> AbstractContextManager[Mapping[str, Any]]:
+        """A context manager around every run of a stage, entered in the driver before its graph
+        is built: it starts what the tasks need (a server) and yields values that
+        :meth:`build`, :meth:`verify` and :meth:`summarize` then find among the parameters
+        (its URL). The default starts nothing and yields nothing."""
+        return contextlib.nullcontext({})
+
+    def result_bytes(self, params: Mapping[str, Any]) -> int | None:
+        """About how many bytes the stage's result takes in the driver; None: small or unknown.
+
+        Known before anything runs, so that a result larger than the driver's memory is refused
+        up front (:func:`cluster_runner.limits.check_result`) rather than killing the driver.
+        """
+        return None
 
     def resources(self, params: Mapping[str, Any]) -> dict[str, float]:
         """Resources each chunk task needs beyond one CPU (``{"GPU": 1}`` for GPU stages)."""
         return {"GPU": 1} if params.get("device") == GPU else {}
+
+
+def call_hook(key: str, hook: Callable[..., Any], *args: Any) -> Any:
+    """A workload's hook run in the driver (``build``, ``setup``, ``verify``, ``summarize``),
+    its error named as a task's is, ``task STAGE/HOOK failed: ...``, with its traceback (shown
+    by ``runner --traceback``). The runner's own errors pass as they are."""
+    from cluster_runner.errors import RunnerError, TaskFailedError
+
+    try:
+        return hook(*args)
+    except RunnerError:
+        raise
+    except Exception as exc:
+        raise TaskFailedError.from_exception(key, exc) from exc
 
 
 @functools.cache
@@ -168,14 +244,16 @@ def _compile(name: str, params: tuple[Param, ...]) -> type[BaseModel]:
 
     from pydantic import Field, create_model
 
-    from cluster_runner.validation import STRICT_CONFIG, Integer
+    from cluster_runner.validation import STRICT_CONFIG, Boolean, Integer, Number
 
     fields: dict[str, Any] = {}
     for p in params:
         default = ... if p.default is None else p.default
-        if p.kind is int:
-            kind: Any = Integer
+        if p.kind in (int, float):
+            kind: Any = Integer if p.kind is int else Number
             field = Field(default, ge=p.minimum, le=p.maximum, description=p.help)
+        elif p.kind is bool:
+            kind, field = Boolean, Field(default, description=p.help)
         else:
             kind = Literal[p.choices] if p.choices else str
             field = Field(default, description=p.help)

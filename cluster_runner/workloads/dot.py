@@ -67,20 +67,15 @@ class Dot(Workload):
             )
 
     def build(self, graph: Graph, stage: str, params: Mapping[str, Any]) -> Ref:
-        parts = [
-            graph.add(
-                f"{stage}/chunk-{i:06d}",
-                partial_dot,
-                params["seed"],
-                i,
-                stop - start,
-                params["device"],
-                stage=stage,
-                resources=self.resources(params),
-            )
+        seed, device = params["seed"], params["device"]
+        pieces = [
+            (seed, i, stop - start, device)
             for i, (start, stop) in enumerate(split(params["n"], params["chunks"]))
         ]
-        return graph.add(f"{stage}/reduce", sum_partials, *parts, stage=stage)
+        parts = graph.starmap(
+            f"{stage}/chunk", partial_dot, pieces, stage=stage, resources=self.resources(params)
+        )
+        return graph.add(f"{stage}/reduce", sum_partials, parts, stage=stage)
 
     def verify(self, params: Mapping[str, Any], value: Any) -> Verification:
         n, seed, chunks = params["n"], params["seed"], params["chunks"]

@@ -1,7 +1,8 @@
 """``noop``: tasks that do nothing, to measure what the runner and the engine cost per task.
 
-Graph: ``tasks`` tasks each return their own index; one reduce adds them up. The work is nil,
-so the wall time is all overhead: submission, scheduling, transfer, result handling.
+Graph: ``tasks`` tasks each return their own index (one map over ``range(tasks)``, which costs
+the graph nothing per task); one reduce adds them up, in index order. The work is nil, so the
+wall time is all overhead: submission, scheduling, transfer, result handling.
 
 Oracle: the sum of 0..tasks-1 is ``tasks * (tasks - 1) / 2``.
 """
@@ -39,11 +40,8 @@ class Noop(Workload):
     params = (Param("tasks", int, "number of no-op tasks", minimum=1, maximum=MAX_CHUNKS),)
 
     def build(self, graph: Graph, stage: str, params: Mapping[str, Any]) -> Ref:
-        parts = [
-            graph.add(f"{stage}/task-{i:07d}", nothing, i, stage=stage)
-            for i in range(params["tasks"])
-        ]
-        return graph.add(f"{stage}/reduce", total, *parts, stage=stage)
+        parts = graph.map(f"{stage}/task", nothing, range(params["tasks"]), stage=stage, digits=7)
+        return graph.add(f"{stage}/reduce", total, parts, stage=stage)
 
     def verify(self, params: Mapping[str, Any], value: Any) -> Verification:
         n = params["tasks"]

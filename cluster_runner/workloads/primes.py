@@ -119,11 +119,9 @@ class Primes(Workload):
     def build(self, graph: Graph, stage: str, params: Mapping[str, Any]) -> Ref:
         n = params["n"]
         base = graph.add(f"{stage}/base", base_primes, math.isqrt(n), stage=stage)
-        counts = [
-            graph.add(f"{stage}/chunk-{i:06d}", count_chunk, lo, hi, base, stage=stage)
-            for i, (lo, hi) in enumerate(split(n + 1, params["chunks"]))
-        ]
-        return graph.add(f"{stage}/reduce", sum_counts, *counts, stage=stage)
+        pieces = split(n + 1, params["chunks"])
+        counts = graph.starmap(f"{stage}/chunk", count_chunk, pieces, shared=(base,), stage=stage)
+        return graph.add(f"{stage}/reduce", sum_counts, counts, stage=stage)
 
     def verify(self, params: Mapping[str, Any], value: Any) -> Verification:
         n = params["n"]

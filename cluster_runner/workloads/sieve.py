@@ -1,7 +1,8 @@
 """The prime-counting chunk kernel: a segmented, bit-packed, mod-30 wheel sieve of Eratosthenes.
 
 Compiled with numba (``cache=True``: the first process compiles, in about 2 s, and writes the
-machine code to numba's cache; every later worker process loads it in about 0.1 s instead).
+machine code to numba's cache, a per-user folder that :func:`cluster_runner.paths.use_kernel_cache`
+names for every process; every later process only loads it, in a few tenths of a second).
 ``nogil=True`` lets the ``threads`` backend run several chunks truly in parallel. The code is
 split into few functions on purpose: numba compiles each one apart and then again into every
 caller, so helpers cost compile time (and IR inlining, tried, cost more).
@@ -41,6 +42,13 @@ import math
 import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
+
+from cluster_runner.paths import use_kernel_cache
+
+# One per-user cache folder for the driver and every worker it starts (issue 17: an installed
+# package compiled the sieve again in processes that could not write beside the source).
+# Before the decorators below: numba picks a function's cache folder when it is decorated.
+use_kernel_cache()
 
 #: The residues mod 30 that a prime above 5 can have; bit b of a byte stands for RESIDUES[b].
 RESIDUES = np.array([1, 7, 11, 13, 17, 19, 23, 29], dtype=np.int64)
