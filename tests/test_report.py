@@ -293,3 +293,20 @@ def test_a_wrong_result_is_named_with_what_was_expected():
     assert "local at 2 workers: 1 run(s) not counted: unverified: primes gave 5" in "\n".join(
         conclusions(exp)
     )
+
+
+def test_a_plot_without_any_speedup_says_why_its_axes_are_empty():
+    """One size per backend and no reference: nothing to draw, and the plot says so."""
+    import matplotlib.pyplot as plt
+
+    from cluster_runner.analysis.plots import scaling_figure
+
+    empty = scaling_figure(aggregate_records(amdahl_sweep("local", 8.0, 0.1, sizes=(2,))))
+    drawn = scaling_figure(aggregate_records(amdahl_sweep("local", 8.0, 0.1)))
+    try:
+        texts = [t.get_text() for ax in empty.axes for t in ax.texts]
+        assert len(texts) == 2 and all(t.startswith("no speedup to draw") for t in texts)
+        assert not [t for ax in drawn.axes for t in ax.texts]
+    finally:
+        plt.close(empty)
+        plt.close(drawn)

@@ -18,7 +18,7 @@ the chunk count, on a log axis.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cluster_runner.analysis.intervals import level_text
 from cluster_runner.analysis.models import number
@@ -30,14 +30,18 @@ if TYPE_CHECKING:
 
 def plot_experiment(exp: Experiment, path: str | Path) -> Path:
     """Write the experiment's plot to ``path`` (PNG, or any format matplotlib knows by suffix)."""
+    return save_figure(scaling_figure(exp), path, "the plot")
+
+
+def save_figure(fig: Any, path: str | Path, what: str) -> Path:
+    """Write ``fig`` to ``path`` and close it; a path that cannot be written is one line."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    fig = scaling_figure(exp)
     try:
         fig.savefig(path, dpi=120)
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot write the plot to {path}: {exc}") from None
+        raise UsageError(f"cannot write {what} to {path}: {exc}") from None
     finally:
         plt.close(fig)
     return path
@@ -167,6 +171,11 @@ def _scaling(exp: Experiment, left, right) -> None:
             label=series.backend,
         )
         _fit_lines(left, right, series, colour, far)
+    if not any(p.speedup is not None for s in exp.series for p in s.timed):
+        for ax in (left, right):  # say why the axes are empty rather than leave them blank
+            ax.text(0.5, 0.5, "no speedup to draw: each backend timed at one size and no\n"
+                    "reference timed (time serial, or give --baseline BACKEND@N)",
+                    transform=ax.transAxes, ha="center", va="center", color="dimgrey")  # fmt: skip
     reference = exp.baseline.spec if exp.baseline and exp.baseline.fixed else None
     ideal_base = exp.baseline.size if reference else base
     left.plot([ideal_base, far], [1, far / ideal_base], "k--", linewidth=1, label="ideal")

@@ -293,14 +293,6 @@ def figure(view: RunTimeline):
 
 def write_png(view: RunTimeline, path: str | Path) -> Path:
     """``runner report --timeline RUN_ID --plot FILE``: the timeline as an image file."""
-    import matplotlib.pyplot as plt
+    from cluster_runner.analysis.plots import save_figure
 
-    path = Path(path)
-    fig = figure(view)
-    try:
-        fig.savefig(path, dpi=120)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot write the timeline to {path}: {exc}") from None
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(figure(view), path, "the timeline")

@@ -40,9 +40,10 @@ from cluster_runner.clusters.processes import (
     private_folder,
     python_env,
     read_state,
-    record_children,
     refuse_running,
+    starting,
     state_lock,
+    stop_recorded,
     terminate,
     with_children,
     write_state,
@@ -122,7 +123,7 @@ def _start(
         else []
     )  # fmt: skip
     logs = folder / "logs"
-    try:
+    with starting(folder, state, rollback=lambda: _stop(folder, state, grace=5.0)):
         launch(
             state,
             "scheduler",
@@ -151,13 +152,6 @@ def _start(
                 logs / f"node-{i}.log",
             )  # fmt: skip
         _wait_for_workers(state, nodes, timeout)
-        record_children(state)
-        state["up"] = True
-    except BaseException:
-        write_state(folder, state)
-        _stop(folder, state, grace=5.0)
-        raise
-    write_state(folder, state)
     return state
 
 
@@ -168,12 +162,7 @@ def stop(folder: Path | str, grace: float = 15.0) -> list[int]:
     ``grace`` seconds. Processes whose pid now belongs to another program are left alone.
     Refused, in one line, while another command (a ``start`` under way) holds the folder.
     """
-    folder = Path(folder).resolve()
-    if read_state(folder) is None:
-        return []
-    with state_lock(folder, "down"):
-        state = read_state(folder)
-        return _stop(folder, state, grace) if state is not None else []
+    return stop_recorded(folder, lambda where, state: _stop(where, state, grace))
 
 
 def _stop(folder: Path, state: dict[str, Any], grace: float) -> list[int]:

@@ -30,7 +30,7 @@ import signal
 import stat
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +215,46 @@ def entry(pid: int, role: str, log: Path | None = None) -> dict[str, Any]:
         "role": role,
         "log": str(log) if log else None,
     }
+
+
+@contextlib.contextmanager
+def starting(
+    folder: Path,
+    state: dict[str, Any],
+    rollback: Callable[[], object],
+    role: Any = None,
+) -> Iterator[dict[str, Any]]:
+    """The start of a cluster recorded in ``folder``: up, or stopped again, and recorded.
+
+    The block starts the processes (each recorded in ``state`` as it starts). When it ends,
+    their children are recorded too and the cluster is marked ``up``; when it raises
+    (a timeout, Ctrl-C), ``rollback`` stops what did start, after the state is written, so
+    that a later ``stop`` still finds anything rollback could not end. Either way the state
+    file holds the last word.
+    """
+    try:
+        yield state
+        record_children(state, role=role)
+        state["up"] = True
+    except BaseException:
+        write_state(folder, state)
+        rollback()
+        raise
+    write_state(folder, state)
+
+
+def stop_recorded(
+    folder: Path | str, stop: Callable[[Path, dict[str, Any]], list[int]]
+) -> list[int]:
+    """``stop(folder, state)`` on the cluster recorded in ``folder``, under its lock; the pids
+    it had to kill ([] when nothing is recorded). Refused, in one line, while another command
+    (a ``start`` under way) holds the folder."""
+    folder = Path(folder).resolve()
+    if read_state(folder) is None:
+        return []
+    with state_lock(folder, "down"):
+        state = read_state(folder)
+        return stop(folder, state) if state is not None else []
 
 
 def record_children(state: dict[str, Any], role: Any = None) -> None:

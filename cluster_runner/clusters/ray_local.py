@@ -59,7 +59,9 @@ from cluster_runner.clusters.processes import (
     read_state,
     record_children,
     refuse_running,
+    starting,
     state_lock,
+    stop_recorded,
     terminate,
     with_children,
     write_private,
@@ -119,7 +121,9 @@ def _start(folder: Path, nodes: int, cpus: int, port: int, timeout: float) -> di
         "started": time.time(),
         "up": False,  # True once every node is up
     }
-    try:
+    # On failure, Ray's logs say why: kept.
+    rollback = lambda: _stop(folder, state, grace=10.0, keep_logs=True)  # noqa: E731
+    with starting(folder, state, rollback, role=_role):
         # Recorded before the token and the first process exist: a killed start is still found,
         # and its token removed, by stop().
         write_state(folder, state)
@@ -154,13 +158,6 @@ def _start(folder: Path, nodes: int, cpus: int, port: int, timeout: float) -> di
         write_state(folder, state)
         ready = _wait_until_ready(folder, holder, log, state, timeout)
         state["node_ids"] = ready["node_ids"]
-        record_children(state, role=_role)
-        state["up"] = True
-    except BaseException:
-        write_state(folder, state)
-        _stop(folder, state, grace=10.0, keep_logs=True)  # Ray's logs say why
-        raise
-    write_state(folder, state)
     return state
 
 
@@ -173,12 +170,7 @@ def stop(folder: Path | str, grace: float = 30.0, keep_logs: bool = False) -> li
     holder's log stays in ``folder/logs``. Refused, in one line, while another command (a
     ``start`` under way) holds the folder.
     """
-    folder = Path(folder).resolve()
-    if read_state(folder) is None:
-        return []
-    with state_lock(folder, "down"):
-        state = read_state(folder)
-        return _stop(folder, state, grace, keep_logs) if state is not None else []
+    return stop_recorded(folder, lambda where, state: _stop(where, state, grace, keep_logs))
 
 
 def _stop(folder: Path, state: dict[str, Any], grace: float, keep_logs: bool = False) -> list[int]:

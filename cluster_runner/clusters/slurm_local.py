@@ -43,9 +43,10 @@ from cluster_runner.clusters.processes import (
     mark_alive,
     private_folder,
     read_state,
-    record_children,
     refuse_running,
+    starting,
     state_lock,
+    stop_recorded,
     terminate,
     with_children,
     write_state,
@@ -140,7 +141,7 @@ def _start(folder: Path, nodes: int, cpus: int, port: int, timeout: float) -> di
     }
     env = {**os.environ, "SLURM_CONF": str(conf)}
     logs = folder / "logs"
-    try:
+    with starting(folder, state, rollback=lambda: _stop(folder, state, grace=5.0)):
         write_state(folder, state)  # before the first process: a killed start is still found
         _write_key(folder / "munge.key")
         conf.write_text(render_conf(spec))
@@ -163,13 +164,6 @@ def _start(folder: Path, nodes: int, cpus: int, port: int, timeout: float) -> di
             launch(state, f"slurmd-{name}", [_program("slurmd"), "-D", "-f", str(conf), "-N",
                    name], env, logs / f"slurmd-{name}.out")  # fmt: skip
         _wait(lambda: _all_idle(state), state, timeout, f"the {nodes} Slurm node(s) are not idle")
-        record_children(state)
-        state["up"] = True
-    except BaseException:
-        write_state(folder, state)
-        _stop(folder, state, grace=5.0)
-        raise
-    write_state(folder, state)
     return state
 
 
@@ -178,12 +172,7 @@ def stop(folder: Path | str, grace: float = 30.0) -> list[int]:
 
     Refused, in one line, while another command (a ``start`` under way) holds the folder.
     """
-    folder = Path(folder).resolve()
-    if read_state(folder) is None:
-        return []
-    with state_lock(folder, "down"):
-        state = read_state(folder)
-        return _stop(folder, state, grace) if state is not None else []
+    return stop_recorded(folder, lambda where, state: _stop(where, state, grace))
 
 
 def _stop(folder: Path, state: dict[str, Any], grace: float) -> list[int]:
