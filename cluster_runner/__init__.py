@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Graph": "cluster_runner.graph",
     "Ref": "cluster_runner.graph",
+    "DataRef": "cluster_runner.graph",
     "Task": "cluster_runner.graph",
     "JobSpec": "cluster_runner.jobspec",
     "load_job": "cluster_runner.jobspec",

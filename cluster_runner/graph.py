@@ -23,6 +23,12 @@ a task's argument it is spread in place, so ``graph.add(k, f, parts)`` runs ``f(
 Issue 16 measured the cost that made this worth it: a million-task no-op graph of single tasks
 took about 1.2 KB of driver memory a task and 46,000 tasks a second on a local pool.
 
+A *driver input* (:meth:`Graph.put`, issue 21) is data the driver already holds (an array it
+loaded, a model, a table), given once and used by many tasks: its :class:`DataRef` stands for
+it among a task's arguments or a map's ``shared`` ones. The graph keeps the value and its size
+serialised; how it reaches the workers is the backend's business
+(:mod:`cluster_runner.execution.inputs`), once (shared) or with every task (copied).
+
 The graph is not a scheduler: it only answers questions about its shape (dependencies,
 topological order, stages) and checks that it is a DAG when a task is added.
 """
@@ -35,8 +41,10 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
+from cluster_runner.errors import JobSpecError
 from cluster_runner.graph_nodes import (
     NO_RESOURCES,
+    DataRef,
     MapRef,
     MapTask,
     Node,
@@ -46,7 +54,7 @@ from cluster_runner.graph_nodes import (
     check_plain_args,
 )
 
-__all__ = ["Graph", "MapRef", "MapTask", "Node", "Phased", "Ref", "Task"]
+__all__ = ["DataRef", "Graph", "MapRef", "MapTask", "Node", "Phased", "Ref", "Task"]
 
 
 class Graph:
@@ -61,6 +69,7 @@ class Graph:
         self._size = 0
         self._offset_cache: list[int] | None = None
         self._position_cache: dict[int, int] | None = None
+        self._inputs: dict[str, tuple[Any, int, str]] = {}  # key -> (value, bytes, stage)
 
     # --- building ---------------------------------------------------------------------------
 
@@ -79,6 +88,33 @@ class Graph:
         shared = MappingProxyType(dict(resources)) if resources else NO_RESOURCES
         self._append(Task(key, func, tuple(args), stage, shared))
         return Ref(key)
+
+    def put(self, key: str, value: Any, *, stage: str) -> DataRef:
+        """Declare ``value``, held by the driver, as an input of ``stage``'s tasks: a
+        :class:`DataRef` to pass them (in :meth:`add`'s arguments or a map's ``shared``).
+
+        The value is serialised once here, to learn its size and to refuse, in one line, one
+        that no worker could receive (a lambda, an open file, a lock): before anything runs.
+        """
+        from cluster_runner.execution.inputs import serialised_size
+
+        if key in self._inputs or key in self._tasks or key in self._maps:
+            raise ValueError(f"duplicate key {key!r}")
+        try:
+            size = serialised_size(value)
+        except Exception as exc:  # pickle raises many kinds (TypeError, PicklingError, ...)
+            raise JobSpecError(
+                f"stage {stage!r}: its input {key!r} ({type(value).__name__}) cannot be sent to"
+                f" workers: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__};"
+                " give a picklable value (a numpy array, bytes, plain data) or make it inside"
+                " the tasks"
+            ) from None
+        self._inputs[key] = (value, size, stage)
+        return DataRef(key)
+
+    def inputs(self) -> dict[str, tuple[Any, int]]:
+        """The driver inputs, ``key -> (value, bytes serialised)``, in the order put."""
+        return {key: (value, size) for key, (value, size, _) in self._inputs.items()}
 
     def map(
         self,
@@ -152,6 +188,8 @@ class Graph:
 
     def _check_refs(self, args: Sequence[Any], key: str) -> None:
         for arg in args:
+            if isinstance(arg, DataRef) and arg.key not in self._inputs:
+                raise ValueError(f"task {key!r} uses unknown input {arg.key!r}")
             if isinstance(arg, Ref) and arg.key not in self:
                 raise ValueError(f"task {key!r} depends on unknown task {arg.key!r}")
             if isinstance(arg, MapRef) and self._maps.get(arg.key) is None:
@@ -327,6 +365,7 @@ class Graph:
             sub._append(node)
         if not sub._nodes:
             raise KeyError(name)
+        sub._inputs = {k: v for k, v in self._inputs.items() if v[2] == name}
         return sub
 
     def with_wrapped(self, key: str, wrapper: Callable[..., Any], *before: Any) -> Graph:
@@ -339,6 +378,7 @@ class Graph:
             elif each is node:
                 each = replace(node, wrapped={**node.wrapped, index: (wrapper, before)})
             copy._append(each)
+        copy._inputs = dict(self._inputs)
         return copy
 
     def describe(self) -> str:

@@ -2,8 +2,9 @@
 
 Data only, and picklable: :class:`Task` (one call), :class:`MapTask` (one function over a list
 of arguments, made by :meth:`~cluster_runner.graph.Graph.map`), :class:`Ref` (one task's
-result), :class:`MapRef` (all of a map's results, in index order) and :class:`Phased` (a
-value with its kernel phases). :mod:`cluster_runner.graph` puts them together into a DAG and
+result), :class:`MapRef` (all of a map's results, in index order), :class:`DataRef` (a driver
+input, made by :meth:`~cluster_runner.graph.Graph.put`) and :class:`Phased` (a value with its
+kernel phases). :mod:`cluster_runner.graph` puts them together into a DAG and
 is where they are imported from.
 """
 
@@ -22,6 +23,18 @@ NO_RESOURCES: Mapping[str, float] = MappingProxyType({})
 @dataclass(frozen=True)
 class Ref:
     """A reference to the result of the task named ``key``."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class DataRef:
+    """A driver input (made by :meth:`Graph.put`): data the driver holds, given to many tasks.
+
+    As a task's argument (or in a map's ``shared``) it stands for the value; each backend
+    moves the value the best way it has, once (shared memory, Ray's object store, a Dask
+    scatter) or with every task (``--transfer copy``), see :mod:`cluster_runner.execution.inputs`.
+    """
 
     key: str
 
@@ -159,6 +172,8 @@ def _ref_keys(args: Sequence[Any]) -> Iterator[str]:
 
 
 def _shown(value: Any) -> str:
+    if isinstance(value, DataRef):
+        return f"<input {value.key}>"
     if isinstance(value, Ref):
         return f"<{value.key}>"
     if isinstance(value, MapRef):
@@ -176,7 +191,8 @@ def check_plain_args(args: Sequence[Any], star: bool, key: str) -> None:
     if isinstance(args, range):
         return
     items = chain.from_iterable(args) if star else args
-    if any(isinstance(a, (Ref, MapRef)) for a in items):
+    if any(isinstance(a, (Ref, MapRef, DataRef)) for a in items):
         raise ValueError(
-            f"map {key!r}: a task's own arguments cannot be refs; pass refs in shared=(...)"
+            f"map {key!r}: a task's own arguments cannot be refs or inputs; pass them in"
+            " shared=(...)"
         )

@@ -155,3 +155,32 @@ def test_check_selects_tagged_runs(tmp_path, saved, capsys):
     code, _, _ = cli(capsys, "check", str(folder), "--baseline", str(saved), "--select",
                      "variant=new")  # fmt: skip
     assert code == 1
+
+
+def test_a_baseline_keeps_the_transfer_mode_and_check_compares_like_with_like(tmp_path, capsys):
+    """Issue 21: runs whose driver inputs were copied are not checked against a baseline of
+    shared ones (nor the reverse); a baseline saved from both keeps each point apart."""
+    files = {}
+    for mode in ("share", "copy"):
+        out = tmp_path / mode
+        code, _, err = cli(
+            capsys, "scale", "--job", "driver_data", "--set", "size_mb=1", "--set", "chunks=4",
+            "--backend", "serial", "--workers", "1", "--repeat", "3", "--warmup", "0",
+            "--transfer", mode, "--out", str(out),
+        )  # fmt: skip
+        assert code == 0, err
+        (files[mode],) = (str(p) for p in out.glob("*.jsonl"))
+    shared = tmp_path / "share.toml"
+    assert cli(capsys, "baseline", "save", files["share"], "--to", str(shared))[0] == 0
+    assert {p.transfer for p in read_baseline(shared).points} == {"share"}
+    code, _, err = cli(capsys, "check", files["copy"], "--baseline", str(shared))
+    assert code == 2 and err.count("\n") == 1
+    assert "with transfer share; these results ran with transfer copy" in err
+    both = tmp_path / "both.toml"
+    assert cli(capsys, "baseline", "save", *files.values(), "--to", str(both))[0] == 0
+    points = read_baseline(both).points
+    assert sorted(p.transfer for p in points) == ["copy", "share"]
+    code, out, err = cli(capsys, "check", files["copy"], "--baseline", str(both), "--tolerance",
+                         "1000")  # fmt: skip
+    assert code == 0, err
+    assert "(copy)" in out and "not run" in out  # its own point passes; share's was not run

@@ -6,9 +6,10 @@ with small parameters, and run in this process on a backend started once for all
 serial, threads, the local pool, an embedded Dask cluster and an embedded Ray instance. The
 workers import the examples' files as they would a user's: the pool's and Dask's from the
 driver's folder, Ray's shipped in the job's runtime environment. The pure-Python and the numpy
-Monte Carlo, the HTTP fetch (its server started by the workload's setup, in this process) and
-the map-shuffle-reduce word count each verify (the numpy one against its serial reference),
-and give the digest the serial backend gives.
+Monte Carlo, the HTTP fetch (its server started by the workload's setup, in this process),
+the map-shuffle-reduce word count and the column statistics of an array the driver holds (given
+to the workers as each backend shares it, issue 21) each verify (the numpy Monte Carlo against
+its serial reference), and give the digest the serial backend gives.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ EXAMPLES = {
     "montecarlo_pi_numpy": ["samples=200000", "chunks=4"],
     "http_fetch": ["requests=24", "chunks=4", "latency_ms=2"],
     "wordcount": ["documents=6", "words=500", "partitions=3"],
+    "column_stats": ["rows=3000", "cols=8", "chunks=4"],
 }
 
 BACKENDS = [

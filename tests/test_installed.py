@@ -118,6 +118,15 @@ def test_submit_primes_runs_and_caches_kernels_where_the_user_can_write(installe
     assert not list(installed.rglob("*.nbi")), "numba wrote its cache into the installation"
 
 
+def test_submit_driver_data_shares_the_drivers_array_from_anywhere(installed, elsewhere):
+    done = runner(installed, elsewhere, "submit", "--job", "driver_data", "--backend", "local",
+                  "--workers", "2", "--set", "size_mb=4", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (run,) = json.loads(done.stdout)["runs"]
+    assert run["status"] == "verified"
+    assert run["stages"][0]["transfer"]["method"] == "shared memory"
+
+
 def test_submit_full_on_dask_from_anywhere(installed, elsewhere):
     done = runner(installed, elsewhere, "submit", "--job", "full", "--backend", "dask",
                   "--workers", "2")  # fmt: skip

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PRIMES = '[[stage]]\nworkload = "primes"\nn = 1000\nchunks = 4\n'
 
 
-@pytest.mark.parametrize("name", ["primes", "array_means", "dot", "full", "noop"])
+@pytest.mark.parametrize("name", ["primes", "array_means", "dot", "full", "noop", "driver_data"])
 def test_shipped_job_specs_load_with_a_description(name):
     job = load_job(ROOT / "jobs" / f"{name}.toml")
     assert job.name == name

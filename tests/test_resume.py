@@ -130,3 +130,21 @@ def test_resuming_a_file_not_there_yet_starts_the_sweep_there(tmp_path):
     assert second.returncode == 0 and "2 point(s) complete there, 0 to time" in second.stdout
     assert sum(_timed(_lines(path)).values()) == 2 * 2
     assert not (tmp_path / "unused").exists()
+
+
+def test_resume_refuses_a_file_whose_inputs_travelled_the_other_way(tmp_path):
+    """Sharing and copying driver inputs are two sweeps (issue 21): a --transfer copy sweep
+    does not append its runs to a file of shared ones, which no report could then read."""
+    sweep = ["scale", "--job", "driver_data", "--set", "size_mb=1", "--set", "chunks=4",
+             "--backend", "serial", "--workers", "1", "--repeat", "1", "--warmup", "0"]  # fmt: skip
+    assert _run([*sweep, "--out", str(tmp_path)], tmp_path).returncode == 0
+    (path,) = tmp_path.glob("*.jsonl")
+    size = path.stat().st_size
+    again = _run([*sweep, "--resume", str(path), "--repeat", "2"], tmp_path)
+    assert again.returncode == 0, again.stderr  # the same --transfer (share): continued
+    assert path.stat().st_size > size
+    size = path.stat().st_size
+    done = _run([*sweep, "--transfer", "copy", "--resume", str(path), "--repeat", "3"], tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "it holds another sweep: transfer share, this sweep transfer copy" in done.stderr
+    assert path.stat().st_size == size  # nothing appended

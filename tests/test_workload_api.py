@@ -19,6 +19,7 @@ import pytest
 import cluster_runner
 from cluster_runner.backends import BackendOptions, create_backend
 from cluster_runner.errors import JobSpecError
+from cluster_runner.graph import Graph
 from cluster_runner.jobspec import load_job, parse_job
 from cluster_runner.runs.job import run_job
 from cluster_runner.runs.reference import ReferenceStore, reference_key
@@ -442,3 +443,22 @@ def test_a_hook_that_fails_in_the_driver_is_named_like_a_task_with_its_traceback
         unload("hooks_api_test")
     assert str(caught.value).startswith(words)
     assert "hooks_api_test" in caught.value.remote_traceback  # its file, or its name
+
+
+def _sized_split(chunks: int = 2):
+    return [(i,) for i in range(chunks)]
+
+
+def _sized_load(size: int = 3, *, url: str = ""):
+    return np.arange(size, dtype=np.float64)
+
+
+def test_a_data_function_declares_the_job_parameters_split_does_not_name():
+    found = MapReduce(_top_level, split=_sized_split, data=_sized_load)
+    assert found.param_names == ("chunks", "size")  # split's, then data's (url is setup's)
+    made = {p.name: p for p in found.params}["size"]
+    assert made.kind is int and made.default == 3
+    graph = Graph()
+    found.build(graph, "s", {"chunks": 2, "size": 5})
+    ((value, nbytes),) = graph.inputs().values()
+    assert value.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0] and nbytes >= value.nbytes

@@ -21,7 +21,8 @@ with the points, and by a few dozen bytes a run.
 
 Per point: the median with its exact interval and achieved level, hygiene (:mod:`.hygiene`:
 spread, outliers, too few runs, runs too short, precision against the sweep's ``--precision``),
-and whether it had more workers than the machine has CPUs. Per series (:mod:`.series`):
+whether it had more workers than the machine has CPUs, and what moved between the driver and
+the workers when the runs had driver inputs (:mod:`.transfer`). Per series (:mod:`.series`):
 speedups against the reference of :mod:`.baseline`, the fitted laws, the Karp-Flatt trend.
 """
 
@@ -46,6 +47,7 @@ from cluster_runner.analysis.series import (
     build_series,
     compare_series,
 )
+from cluster_runner.analysis.transfer import PointTransfer, point_transfer
 from cluster_runner.analysis.variants import references, split
 from cluster_runner.errors import ResultsFileError
 from cluster_runner.results import RunRecord
@@ -101,6 +103,7 @@ class PointStats:
     cpus: int | None = None  # CPUs the workers could use on this machine; None: a cluster's
     oversubscribed: bool = False  # more workers than those CPUs
     findings: tuple[Finding, ...] = ()  # warnings, each with the change that addresses it
+    transfer: PointTransfer | None = None  # what moved; None: no driver inputs (issue 21)
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,7 @@ def _point(runs: PointRuns, axis: str) -> PointStats:
         cold_left_out=len(cold),
         half_width_pct=100 * half / summary.median if len(walls) > 1 else None,
         findings=tuple(findings),
+        transfer=point_transfer(runs.transfer, keep, runs.walls),
     )
 
 

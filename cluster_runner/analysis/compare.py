@@ -20,7 +20,7 @@ words say so.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from cluster_runner.analysis.intervals import ALPHA, compare, level_text
@@ -270,7 +270,7 @@ def json_comparison(report: ComparisonReport) -> str:
             if s is None:
                 return None
             t = s.time
-            return {
+            found = {
                 "runs": s.runs,
                 "median_s": t.median if t else None,
                 "ci_low_s": t.ci_low if t else None,
@@ -278,6 +278,9 @@ def json_comparison(report: ComparisonReport) -> str:
                 "ci_level": t.ci_level if t else None,
                 "samples": list(s.samples),
             }
+            if s.transfer is not None:  # driver inputs (issue 21): what moved, as numbers
+                found["transfer"] = asdict(s.transfer)
+            return found
 
         return {
             "backend": p.backend, "size": p.size, "chunks": p.chunks, "verdict": p.verdict,

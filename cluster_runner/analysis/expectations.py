@@ -58,15 +58,17 @@ class Expected:
     level: float  # the coverage of [low, high]
     runs: int
     unit: str = "s"
+    transfer: str | None = None  # how driver inputs travelled (--transfer); None: no inputs
 
     @property
     def key(self) -> tuple:
-        return (self.job, self.mode, self.axis, self.backend, self.size, self.chunks)
+        return (self.job, self.mode, self.axis, self.backend, self.size, self.chunks, self.transfer)
 
     @property
     def where(self) -> str:
         chunks = f" c{self.chunks}" if self.chunks is not None else ""
-        return f"{self.job} {self.backend} x{self.size}{chunks}"
+        transfer = f" ({self.transfer})" if self.transfer else ""
+        return f"{self.job} {self.backend} x{self.size}{chunks}{transfer}"
 
 
 @dataclass(frozen=True)
@@ -104,27 +106,28 @@ class CheckReport:
         return 1 if self.failures else 0
 
 
-def experiments(records: Sequence[tuple[str, RunRecord]]) -> list[Experiment]:
-    """The records grouped into experiments (a job's spec, mode and axis), each aggregated."""
+def experiments(records: Sequence[tuple[str, RunRecord]]) -> list[tuple[str | None, Experiment]]:
+    """The records grouped into experiments (a job's spec, mode, axis and ``--transfer``), each
+    aggregated, with how its driver inputs travelled (None: it had none)."""
     groups: dict[tuple, list[tuple[str, RunRecord]]] = {}
     for source, record in records:
         labels = labels_of(record)
         key = (record.job.name, labels.base_digest, labels.mode, labels.axis)
-        groups.setdefault(key, []).append((source, record))
-    return [aggregate_records(group) for group in groups.values()]
+        groups.setdefault((*key, record.transfer_mode), []).append((source, record))
+    return [(key[-1], aggregate_records(group)) for key, group in groups.items()]
 
 
 def expectations(records: Sequence[tuple[str, RunRecord]]) -> list[Expected]:
     """Every timed point of the records, as a baseline's points."""
     out = []
-    for exp in experiments(records):
+    for transfer, exp in experiments(records):
         for series in exp.series:
             for p in series.timed:
                 t = p.time
                 out.append(
                     Expected(
                         exp.job, exp.digest, exp.mode, exp.axis, p.backend, p.size, p.chunks,
-                        t.median, t.ci_low, t.ci_high, t.ci_level, p.runs,
+                        t.median, t.ci_low, t.ci_high, t.ci_level, p.runs, transfer=transfer,
                     )
                 )  # fmt: skip
     if not out:
@@ -145,7 +148,7 @@ def baseline_text(points: Iterable[Expected], tolerance: float, sources: Sequenc
     ]
     for p in points:
         lines += ["", "[[point]]"]
-        for name in ("job", "digest", "mode", "axis", "backend", "size", "chunks"):
+        for name in ("job", "digest", "mode", "axis", "backend", "size", "chunks", "transfer"):
             value = getattr(p, name)
             if value is not None:
                 lines.append(f"{name} = {_toml(value)}")
@@ -233,8 +236,11 @@ def _expected(item: dict) -> Expected:
     size, chunks, runs = item["size"], item.get("chunks"), item.get("runs", 0)
     if type(size) is not int or (chunks is not None and type(chunks) is not int):
         raise TypeError("size and chunks must be integers")
+    transfer = item.get("transfer")
+    if transfer not in (None, "share", "copy"):
+        raise ValueError("transfer must be share or copy")
     return Expected(**text, size=size, chunks=chunks, **{k: float(v) for k, v in numbers.items()},
-                    runs=int(runs), unit=str(item.get("unit", "s")))  # fmt: skip
+                    runs=int(runs), unit=str(item.get("unit", "s")), transfer=transfer)  # fmt: skip
 
 
 def check_results(
@@ -246,8 +252,9 @@ def check_results(
     jobs = {p.job: p.digest for p in baseline.points}
     rows: list[Checked] = []
     seen: set[tuple] = set()
-    exps = experiments(records)
-    for exp in exps:
+    found = experiments(records)
+    exps = [exp for _, exp in found]
+    for transfer, exp in found:
         if exp.job not in jobs:
             raise UsageError(
                 f"baseline {baseline.path} holds job(s) {', '.join(sorted(jobs))}; these results"
@@ -260,9 +267,17 @@ def check_results(
                 f" {', '.join(sorted(digests))}); these results ran spec {exp.digest}: the"
                 " parameters differ"
             )
+        saved = {p.transfer for p in baseline.points if p.job == exp.job and p.digest == exp.digest}
+        if transfer not in saved:
+            shown = ", ".join(sorted(t or "no inputs" for t in saved))
+            raise UsageError(
+                f"baseline {baseline.path} was saved for job {exp.job} with transfer {shown};"
+                f" these results ran with transfer {transfer or 'no inputs'}: compare like with"
+                " like (--transfer), or save a baseline for these"
+            )
         for series in exp.series:
             for p in series.points:
-                key = (exp.job, exp.mode, exp.axis, p.backend, p.size, p.chunks)
+                key = (exp.job, exp.mode, exp.axis, p.backend, p.size, p.chunks, transfer)
                 seen.add(key)
                 rows.append(_check_point(key, expected.get(key), p, tol))
     if not any(r.expected is not None for r in rows):
@@ -279,6 +294,7 @@ def check_results(
 
 def _check_point(key: tuple, expected: Expected | None, p, tol: float) -> Checked:
     where = f"{key[0]} {p.backend} x{p.size}" + (f" c{p.chunks}" if p.chunks is not None else "")
+    where += f" ({key[-1]})" if key[-1] else ""
     t = p.time
     if expected is None:
         median = t.median if t else None

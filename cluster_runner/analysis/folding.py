@@ -6,7 +6,9 @@ because every record was read and kept before anything was computed. Here record
 (:class:`~.identity.OneExperiment`), and folds each into its point's :class:`PointRuns`, which
 keeps the point's first record and, per run, only the numbers the statistics need (its time,
 its cold flag, CPU seconds, peak memory, time in tasks, task count: about 60 bytes, in
-arrays), never the record. :mod:`.aggregate` computes the figures from them.
+arrays), never the record; a point whose runs had driver inputs (issue 21) keeps five numbers
+more a run, of what moved (:class:`.transfer.TransferRuns`). :mod:`.aggregate` computes the
+figures from them.
 
 Reading and checking a record costs about 100 us of Python (parse, the schema's checks, the
 typed record), so a big results file is folded in parallel (:func:`fold_files`): cut into byte
@@ -30,6 +32,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from cluster_runner.analysis.identity import OneExperiment, PointLabels, labels_of
+from cluster_runner.analysis.transfer import TransferRuns, run_transfer
 from cluster_runner.analysis.variants import variant_of, with_variant
 from cluster_runner.errors import RunnerError
 from cluster_runner.results import RunRecord, read_records, results_files
@@ -63,6 +66,7 @@ class PointRuns:
         self.busy = array("d")
         self.tasks = array("q")
         self.driver_only = bytearray()
+        self.transfer: TransferRuns | None = None  # made at the first run with driver inputs
 
     def add(self, record: RunRecord) -> None:
         self.total += 1
@@ -78,6 +82,11 @@ class PointRuns:
             self.problems[problem(record)] = None
             return
         usage = record.usage
+        moved = run_transfer(record)
+        if moved is not None and self.transfer is None:
+            self.transfer = TransferRuns(*moved[:3], before=len(self.walls))
+        if self.transfer is not None:
+            self.transfer.add(moved[3] if moved is not None else None)
         self.walls.append(record.wall_s)  # type: ignore[arg-type]
         self.cold.append(maybe_cold(record))
         self.cpu_s.append(usage.cpu_s if usage is not None else math.nan)
@@ -95,6 +104,15 @@ class PointRuns:
         self.warmups += later.warmups
         if later.load is not None:
             self.load = later.load if self.load is None else max(self.load, later.load)
+        if later.transfer is not None and self.transfer is None:
+            first = later.transfer
+            self.transfer = TransferRuns(first.mode, first.method, first.input_bytes, 0)
+            self.transfer.pad(len(self.walls))
+        if self.transfer is not None:
+            if later.transfer is not None:
+                self.transfer.extend(later.transfer)
+            else:
+                self.transfer.pad(len(later.walls))
         for name in ("walls", "cold", "cpu_s", "peaks", "busy", "tasks", "driver_only"):
             getattr(self, name).extend(getattr(later, name))
 
@@ -131,6 +149,8 @@ class Fold:
         self.check.add(*later.check.first)
         for backend, (source, address) in later.check.clusters.items():
             self.check.add_cluster(backend, source, address)
+        if later.check.transfer is not None:
+            self.check.add_transfer(*later.check.transfer)
         self.files.update(later.files)
         self.sweep_baselines.update(later.sweep_baselines)
         for key, runs in later.points.items():

@@ -2,7 +2,9 @@
 
 One report compares runs of *one experiment*: the same job (by the digest of its spec before
 any weak scaling or chunk override), the same mode and axis, the same driver machine, the same
-injected fault, and for each backend the same cluster. :func:`check_one_experiment` refuses
+injected fault, for each backend the same cluster, and for runs with driver inputs the same
+``--transfer`` mode (issue 21: sharing and copying are what such a sweep compares, in two
+reports or in ``runner compare``). :func:`check_one_experiment` refuses
 anything else with one line (:class:`~cluster_runner.errors.MixedResultsError`) that names the
 two files and *what differs*: for two job specs, the parameters that differ (``n = 1e9`` against
 ``n = 1e10``), not two digests that a reader cannot compare (issue 14).
@@ -101,6 +103,7 @@ class OneExperiment:
         self._want: dict[str, str] = {}
         self._inputs: tuple = ()  # what the first's identity was made of
         self.clusters: dict[str, tuple[str, str | None]] = {}  # backend -> (source, address)
+        self.transfer: tuple[str, str] | None = None  # (source, mode) of the first with inputs
 
     def add(self, source: str, record: RunRecord, labels: PointLabels | None = None) -> None:
         """Raise :class:`MixedResultsError` if ``record`` is not of the first's experiment
@@ -114,8 +117,11 @@ class OneExperiment:
         if self.first is None:
             self.first, self._want = (source, record), _identity(record, labels)
             self._inputs = inputs
+        mode = transfer_of(record)
         if inputs == self._inputs:  # what _identity is made of: the same words (issue 16)
             self.add_cluster(record.backend.name, source, record.backend.address)
+            if mode is not None:
+                self.add_transfer(source, mode)
             return
         source0, record0 = self.first
         have = _identity(record, labels)
@@ -133,6 +139,20 @@ class OneExperiment:
                 f" {value}, {source} has {name} {have[name]}; report them separately"
             )
         self.add_cluster(record.backend.name, source, record.backend.address)
+        if mode is not None:
+            self.add_transfer(source, mode)
+
+    def add_transfer(self, source: str, mode: str) -> None:
+        """Raise :class:`MixedResultsError` if runs with driver inputs moved them another way
+        (``--transfer``) before. Runs without inputs, or failed before any stage, say nothing."""
+        if self.transfer is None:
+            self.transfer = (source, mode)
+        elif self.transfer[1] != mode:
+            first, was = self.transfer
+            raise MixedResultsError(
+                f"refusing to mix results of different experiments: {first} has transfer {was},"
+                f" {source} has transfer {mode}; report them separately, or runner compare them"
+            )
 
     def add_cluster(self, backend: str, source: str, address: str | None) -> None:
         """Raise :class:`MixedResultsError` if ``backend`` ran on another cluster before."""
@@ -143,6 +163,12 @@ class OneExperiment:
                 f" {seen[1] or 'its own local cluster'} in {seen[0]} and on"
                 f" {address or 'its own local cluster'} in {source}; report them separately"
             )
+
+
+def transfer_of(record: RunRecord) -> str | None:
+    """How a run's driver inputs travelled (``share`` or ``copy``, ``--transfer``); None when
+    no stage had any (a workload that makes its data in the tasks, a record before issue 21)."""
+    return record.transfer_mode
 
 
 def job_difference(a: RunRecord, b: RunRecord) -> tuple[str, str]:

@@ -6,8 +6,11 @@
 column header such as ``75% CI`` when all rows share one, else the level in each cell), a size
 with more workers than the machine's CPUs is marked ``*``, and ``json`` holds every figure as a
 number: levels, intervals, the fitted laws' coefficients with their intervals, the chosen law,
-the verdicts and the warnings as items. The plot lives in :mod:`.plots`, so that matplotlib is
-imported only for a plot; what ``runner submit`` prints lives in :mod:`cluster_runner.console`.
+the verdicts and the warnings as items. When the runs had driver inputs (issue 21), every format
+has what moved (:mod:`.transfer`): bytes and the put time with its share of the run, the
+``--transfer`` mode in the header; without them, exactly what it had before. The plot lives in
+:mod:`.plots`, so that matplotlib is imported only for a plot; what ``runner submit`` prints
+lives in :mod:`cluster_runner.console`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cluster_runner.analysis import transfer
 from cluster_runner.analysis.intervals import level_text
 from cluster_runner.analysis.models import number
 from cluster_runner.analysis.words import NOISY_LOAD, conclusions
@@ -83,6 +87,9 @@ def point_tables(exp: Experiment) -> list[tuple[str, list[Column]]]:
         ("start-up s", lambda p: _num(p.startup_s, ".2f")),
         ("warm-up s", lambda p: _num(p.warmup_s, ".2f")),
     ]
+    moved = transfer.transfer_mode(points)
+    if moved is not None:  # issue 21: what moved between the driver and the workers
+        times += transfer.columns(moved)
     per_task: list[Column] = [
         ("task ms", lambda p: _num(p.task_s, ".2f", 1e3)),
         ("overhead/task ms", lambda p: _num(p.overhead_s, ".2f", 1e3)),
@@ -216,7 +223,7 @@ def notes(exp: Experiment) -> list[str]:
         lines.append(f"* more workers than the machine's {over[0].cpus} CPUs: they share cores.")
     if any(p.cpu_driver_only for p in _points(exp)):
         lines.append(_DRIVER_CPU_NOTE)
-    return lines
+    return lines + transfer.notes(_points(exp))
 
 
 #: What a CPU figure marked "(driver)" covers (issue 17: it said nothing).
@@ -305,7 +312,9 @@ def csv_report(exp: Experiment) -> str:
     import io
 
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["job", "mode", "axis", *_CSV_FIELDS])
+    moved = transfer.has_transfer(exp)
+    fields = [*_CSV_FIELDS, *(transfer.CSV_FIELDS if moved else ())]
+    writer = csv.DictWriter(buffer, fieldnames=["job", "mode", "axis", *fields])
     writer.writeheader()
     for p in _points(exp):
         row = {k: getattr(p, k) for k in _CSV_FIELDS if hasattr(p, k)}
@@ -319,6 +328,8 @@ def csv_report(exp: Experiment) -> str:
                 max_s=p.time.max,
             )
         row["problems"] = "; ".join(p.problems)
+        if moved:
+            row.update(transfer.csv_fields(p))
         writer.writerow({"job": exp.job, "mode": exp.mode, "axis": exp.axis, **row})
     return buffer.getvalue()
 
@@ -336,6 +347,10 @@ def json_report(exp: Experiment) -> str:
     import json
 
     data = asdict(exp)
+    if not transfer.has_transfer(exp):  # no driver inputs: the report as it was before them
+        for series in data["series"]:
+            for point in series["points"]:
+                del point["transfer"]
     data["conclusions"] = conclusions(exp)
     return json.dumps(_finite(data), indent=2, sort_keys=True) + "\n"
 

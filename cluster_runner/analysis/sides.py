@@ -1,11 +1,11 @@
 """The two sides of a comparison: their records, what they ran on, and what differs between them.
 
 ``runner compare A B`` and ``runner check`` read result sets that were *meant* to differ (in a
-commit, an engine version, a machine), so unlike one report they do not refuse to mix them:
-they say what differs, before any figure (issue 18). What must still agree is what makes the
-figures comparable at all: the same job (by name; its parameters may differ and are named) and
-the same kind of sweep (mode and axis). Each side on its own must be one experiment, as for
-``runner report`` (:mod:`.identity`).
+commit, an engine version, a machine, how driver inputs travelled: ``--transfer``), so unlike
+one report they do not refuse to mix them: they say what differs, before any figure (issue 18).
+What must still agree is what makes the figures comparable at all: the same job (by name; its
+parameters may differ and are named) and the same kind of sweep (mode and axis). Each side on
+its own must be one experiment, as for ``runner report`` (:mod:`.identity`).
 
 :func:`environment_rows` is a side's environment in rows (``what``, ``value``), which the
 comparison and the HTML report show; :func:`differences` is the rows that differ.
@@ -24,6 +24,7 @@ from cluster_runner.analysis.identity import (
     job_difference,
     labels_of,
     machine_of,
+    transfer_of,
     value_text,
 )
 from cluster_runner.errors import ResultsFileError, UsageError
@@ -124,6 +125,9 @@ class EnvironmentRows:
             ("tags", " ".join(f"{k}={v}" for k, v in sorted(r.tags.items()))),
             ("injected fault", r.fault or "none"),
         ]  # fmt: skip
+        mode = transfer_of(r)
+        if mode is not None:  # issue 21: a side that shared its driver inputs, one that copied
+            found.append(("transfer", mode))
         for what, value in found:
             seen = self._values.setdefault(what, {})
             if value not in (None, ""):

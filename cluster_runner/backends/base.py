@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from cluster_runner.execution.inputs import PlacedInput, by_reference, copied_in_process
 from cluster_runner.execution.tasks import BatchOutput, TaskOutput, WarmUp, run_warm_ups
 from cluster_runner.graph import Task
 
@@ -197,6 +198,24 @@ class Backend(ABC):
         trace that cannot be written never fails the runs: the yielded object says why.
         """
         yield EngineTrace(error=f"{self.name} has no engine trace (see the records' timeline)")
+
+    def share_input(self, key: str, value: Any, nbytes: int) -> PlacedInput:
+        """Place a driver input once where every worker can reach it (issue 21).
+
+        The default, for backends whose tasks run in the driver's process (serial, threads),
+        hands over the driver's own object, read-only. Process backends override it: shared
+        memory (local), the object store (Ray), a scatter (Dask). A value too large for the
+        place is refused with a :class:`~cluster_runner.errors.UsageError`, before any task.
+        """
+        return by_reference(value)
+
+    def copy_input(self, key: str, value: Any, nbytes: int) -> PlacedInput:
+        """Send a driver input with every task instead (``--transfer copy``).
+
+        The default copies it for each message in the driver's process (a pickle round trip,
+        what a process boundary costs); process backends send the value in the message.
+        """
+        return copied_in_process(value, nbytes)
 
     def abort_running(self) -> None:
         """Stop the tasks in flight after a run timed out, leaving the backend usable.

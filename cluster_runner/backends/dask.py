@@ -58,6 +58,7 @@ from dask.task_spec import TaskRef
 from distributed import Client, Future, LocalCluster, as_completed
 from distributed.security import Security
 
+from cluster_runner.backends import dask_inputs
 from cluster_runner.backends.addresses import probe
 from cluster_runner.backends.base import BackendInfo, BackendOptions, Gathered
 from cluster_runner.backends.cluster import ClusterBackend, natural_key
@@ -73,6 +74,7 @@ from cluster_runner.backends.failures import one_line, timed_out
 from cluster_runner.backends.shipping import DaskShipment, code_in, describe, worker_warm_ups
 from cluster_runner.backends.tls import TlsFiles
 from cluster_runner.errors import ConnectError
+from cluster_runner.execution.inputs import PlacedInput
 from cluster_runner.execution.tasks import SINGLE_THREAD_ENV, warm_worker
 from cluster_runner.graph import Task
 
@@ -243,6 +245,16 @@ class DaskBackend(ClusterBackend):
             self._graph.discard()  # the run ends here: none of its tasks is to be sent
             raise
         return self._graph.add(task, args, self._allowed)
+
+    def share_input(self, key: str, value: Any, nbytes: int) -> PlacedInput:
+        """Scattered once to the run's workers (:mod:`.dask_inputs`)."""
+        assert self.client is not None, "start() the backend first"
+        return dask_inputs.share(self.client, self._used(self._worker_table()), key, value, nbytes)
+
+    def copy_input(self, key: str, value: Any, nbytes: int) -> PlacedInput:
+        """Inside every task's message (:mod:`.dask_inputs`)."""
+        self._graph.large = True  # asked for: no warning that the graph is large
+        return dask_inputs.copy(key, value, nbytes)
 
     def _resource_hint(self, resource: str) -> str:
         return f" (start workers with: dask worker ADDRESS --resources '{resource}=1')"

@@ -29,10 +29,12 @@ becomes a runner error in :func:`future_error`: a task's own error is the
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import secrets
 import signal
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +48,7 @@ from distributed.scheduler import KilledWorker
 
 from cluster_runner.backends.failures import task_failed, worker_lost
 from cluster_runner.devices import WORKER_GPU_ENV
-from cluster_runner.errors import ExecutionError
+from cluster_runner.errors import ExecutionError, TaskFailedError
 from cluster_runner.execution.tasks import run_task
 from cluster_runner.graph import Task
 
@@ -110,6 +112,7 @@ class DaskGraph:
 
     def discard(self) -> None:
         """Forget the tasks collected so far (a run that ends before it is sent)."""
+        self.large = False  # the run copies driver inputs into its tasks
         self._tasks: dict[str, DaskTask] = {}
         self._workers: dict[str, list[str]] = {}  # worker restrictions (nodes=k)
         self._resources: dict[str, dict[str, float]] = {}  # resources (GPU)
@@ -141,7 +144,9 @@ class DaskGraph:
         if any(self._resources.values()):
             annotations["resources"] = self._resources.__getitem__
         keys = list(self._tasks)
-        with dask.annotate(**annotations):
+        with dask.annotate(**annotations), warnings.catch_warnings():
+            if self.large:  # inputs copied into every task (--transfer copy), on purpose
+                warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
             futures = client.get(self._tasks, keys, sync=False)
         self.discard()
         self.token = secrets.token_hex(4)
@@ -176,4 +181,8 @@ def future_error(future: Future) -> Exception:
             allowed,
             note="on a connected cluster: its scheduler's allowed-failures",
         )
-    return task_failed(exc, f"task {key}", key)  # the worker's TaskFailedError, as it raised it
+    if isinstance(exc, TaskFailedError):  # the worker's, as it raised it; but a copy: the
+        # client keeps the one it received, which, raised, would hold this run's frames and
+        # through them every future of the run: their results were never released (issue 21)
+        exc = copy.copy(exc)
+    return task_failed(exc, f"task {key}", key)

@@ -46,8 +46,10 @@ from typing import Any
 from cluster_runner.backends.base import BackendInfo, BackendOptions
 from cluster_runner.backends.executor import ExecutorBackend
 from cluster_runner.backends.preload import HOOKS_ENV, local_probe, preloadable
+from cluster_runner.backends.shared_memory import Arena, share
 from cluster_runner.devices import WORKER_GPU_ENV
 from cluster_runner.errors import ExecutionError, UsageError
+from cluster_runner.execution.inputs import Copied, PlacedInput
 from cluster_runner.execution.tasks import SINGLE_THREAD_ENV, WarmUp
 
 #: ``prctl`` option: the signal the kernel sends this process when its parent dies.
@@ -152,6 +154,7 @@ class LocalBackend(ExecutorBackend):
         self.worker_blas_threads: int | None = None
         self.gpus = 0  # GPUs the workers share out, when the job has GPU stages
         self.worker_pids: list[int] = []
+        self.arena = Arena()  # driver inputs' shared memory, reused run after run
 
     def start(self) -> None:
         context = multiprocessing.get_context(self.start_method)
@@ -202,7 +205,14 @@ class LocalBackend(ExecutorBackend):
             self.warmed_on_workers(server_s for _, _, server_s in seen.values())
 
     def close(self, grace: float = 5.0) -> None:
-        """Shut the pool down; a worker still busy after ``grace`` seconds (a hung task) is killed.
+        """Shut the pool down, and unlink the driver inputs' shared memory (its arena)."""
+        try:
+            self._stop_pool(grace)
+        finally:
+            self.arena.clear()
+
+    def _stop_pool(self, grace: float) -> None:
+        """Stop the pool; a worker still busy after ``grace`` seconds (a hung task) is killed.
 
         ``ProcessPoolExecutor.shutdown(wait=True)`` would wait for a hung task forever, and
         offers no way to end one, so the worker processes are joined here with a deadline and
@@ -224,13 +234,23 @@ class LocalBackend(ExecutorBackend):
                 process.join(timeout=5.0)
 
     def restart(self) -> None:
-        """Replace a pool broken by a dead worker, or stuck on a hung task, with a fresh one."""
-        self.close(grace=0.0)
+        """Replace a pool broken by a dead worker, or stuck on a hung task, with a fresh one.
+
+        The arena stays: the stage under way still needs its inputs' segments."""
+        self._stop_pool(grace=0.0)
         self.start()
 
     def abort_running(self) -> None:
         """End the tasks in flight (after a timeout) by replacing the pool."""
         self.restart()
+
+    def share_input(self, key: str, value: Any, nbytes: int) -> PlacedInput:
+        """Once, into shared memory that every worker maps (:mod:`.shared_memory`)."""
+        return share(key, value, nbytes, self.arena)
+
+    def copy_input(self, key: str, value: Any, nbytes: int) -> PlacedInput:
+        """Pickled into every task's message, through the pool's pipe, as ``submit`` sends it."""
+        return PlacedInput("pickled with every task", Copied(value), wire_bytes=nbytes)
 
     def info(self) -> BackendInfo:
         return BackendInfo(

@@ -79,15 +79,20 @@ from cluster_runner.backends.base import BackendInfo, BackendOptions, Gathered
 from cluster_runner.backends.cluster import ClusterBackend
 from cluster_runner.backends.failures import one_line, task_failed, timed_out, worker_lost
 from cluster_runner.backends.ray_connection import (
+    alive_nodes,
     connect,
     gcs_heartbeat,
+    is_head,
+    node_cpus,
     reread_auth_config,
     token_auth,
 )
+from cluster_runner.backends.ray_inputs import CopyWindow, copy, not_ready, share, top_level
 from cluster_runner.backends.ray_tasks import bind, from_wire
 from cluster_runner.backends.reaper import Reaper
 from cluster_runner.backends.shipping import code_in, describe, ray_runtime_env, worker_warm_ups
 from cluster_runner.errors import ConnectError, ExecutionError, UsageError
+from cluster_runner.execution.inputs import PlacedInput
 from cluster_runner.execution.tasks import SINGLE_THREAD_ENV, warm_worker
 from cluster_runner.graph import Task
 
@@ -112,6 +117,7 @@ class RayBackend(ClusterBackend):
         super().__init__(options)
         self._remotes: dict[tuple, Any] = {}  # (function, *resources) -> remote with options
         self._refs: list[ray.ObjectRef] = []  # every ref of the run in progress
+        self._copies = CopyWindow(0)  # tasks carrying copied inputs in flight (sized at start)
         self._selector: dict[str, str] | None = None
         self.dashboard: str | None = None
         self._signalled: BaseException | None = None  # what a signal handler raised
@@ -138,6 +144,7 @@ class RayBackend(ClusterBackend):
         on_sigterm = signal.getsignal(signal.SIGTERM)
         try:
             super().start()
+            self._copies = CopyWindow(2 * self.info().workers)
         finally:
             # ray.init installs its own SIGTERM handler (sys.exit(15)); keep the runner's.
             if threading.current_thread() is threading.main_thread():
@@ -202,8 +209,7 @@ class RayBackend(ClusterBackend):
     def _members(self) -> dict[str, Any]:
         """Alive nodes by id, the head first, then by name and id."""
         return {
-            n["NodeID"]: (not _is_head(n), n.get("NodeName", ""), n["NodeID"])
-            for n in _alive_nodes()
+            n["NodeID"]: (not is_head(n), n.get("NodeName", ""), n["NodeID"]) for n in alive_nodes()
         }
 
     def _on_chosen(self) -> None:
@@ -215,7 +221,7 @@ class RayBackend(ClusterBackend):
 
     def _probe_workers(self, timeout: float = 120.0) -> list[tuple[int, int, float]]:
         """One probe per CPU, held briefly, so every worker slot starts and runs the warm-ups."""
-        cpus = max(1, int(sum(_cpus(n) for n in self._used_nodes())))
+        cpus = max(1, int(sum(node_cpus(n) for n in self._used_nodes())))
         probe_task = ray.remote(warm_worker).options(num_cpus=1, **self._placement())
         hooks = worker_warm_ups(self.spec.warm_up, shipped=True)  # the code is in runtime_env
         refs = [probe_task.remote(hooks, 0.5) for _ in range(cpus)]
@@ -271,12 +277,25 @@ class RayBackend(ClusterBackend):
         # and its arguments; one that has none passes [key, arguments], one argument in all
         # (a list: see WireOutput for why).
         upstream = [i for i, arg in enumerate(args) if isinstance(arg, ray.ObjectRef)]
-        if upstream:
+        args, inputs, copies = top_level(list(args))  # driver inputs go top level too
+        if copies:
+            self._copies.admit()
+        if upstream or inputs:
             ref = remote.remote([task.key, upstream], *args)
         else:
-            ref = remote.remote([task.key, list(args)])
+            ref = remote.remote([task.key, args])
+        if copies:
+            self._copies.add(ref)
         self._refs.append(ref)
         return ref
+
+    def share_input(self, key: str, value: Any, nbytes: int) -> PlacedInput:
+        """Once, with ``ray.put``: tasks get zero-copy views (:mod:`.ray_inputs`)."""
+        return share(key, value, nbytes)
+
+    def copy_input(self, key: str, value: Any, nbytes: int) -> PlacedInput:
+        """With every task, as ``f.remote(value, ...)`` passes it (:mod:`.ray_inputs`)."""
+        return copy(key, value, nbytes)
 
     def _remote_for(self, task: Task) -> Any:
         """The remote function, with its options set, for tasks of this function and resources.
@@ -304,12 +323,13 @@ class RayBackend(ClusterBackend):
 
     def gather(self, handles: Sequence[ray.ObjectRef], timeout: float | None) -> Gathered:
         refs, self._refs = self._refs, []
+        self._copies.clear()
         failed = True
         try:
             outputs = [from_wire(o) for o in self._get(list(handles), timeout)]
             failed = False
         except GetTimeoutError:
-            running = _not_ready(refs)
+            running = not_ready(refs)
             for ref in running:
                 ray.cancel(ref, force=True)  # ends the worker process running it
             raise timed_out(len(running), after=timeout) from None
@@ -328,7 +348,7 @@ class RayBackend(ClusterBackend):
             raise
         finally:
             if failed and not self._gcs_lost:
-                for ref in _not_ready(refs):
+                for ref in not_ready(refs):
                     ray.cancel(ref)
         attempts = {t.key: t.attempt for o in outputs for t in o.traces}
         return Gathered(outputs, sum(attempts.values()))
@@ -353,7 +373,7 @@ class RayBackend(ClusterBackend):
     # --- what the records and a sweep need to know --------------------------------------------
 
     def _used_nodes(self) -> list[dict[str, Any]]:
-        alive = _alive_nodes()
+        alive = alive_nodes()
         if self.chosen is None:
             return alive
         return [n for n in alive if n["NodeID"] in self.chosen]
@@ -363,7 +383,7 @@ class RayBackend(ClusterBackend):
         return BackendInfo(
             self.name,
             ray.__version__,
-            workers=int(sum(_cpus(n) for n in nodes)),
+            workers=int(sum(node_cpus(n) for n in nodes)),
             nodes=len(nodes),
             address=self.options.address,
             dashboard=self.dashboard,
@@ -372,7 +392,7 @@ class RayBackend(ClusterBackend):
             extra={
                 "gcs": ray.get_runtime_context().gcs_address,
                 "node_ids": [n["NodeID"] for n in nodes],
-                "cluster_nodes": len(_alive_nodes()),
+                "cluster_nodes": len(alive_nodes()),
                 "chosen_nodes": self.chosen,
                 "auth_mode": os.environ.get("RAY_AUTH_MODE", "disabled"),
                 "worker_blas_threads": self.worker_blas_threads,
@@ -391,7 +411,7 @@ class RayBackend(ClusterBackend):
         """Missing nodes or CPUs, and CPUs busy with other tasks or actors."""
         nodes = self._used_nodes()
         problems = self.chosen_problems(n["NodeID"] for n in nodes)
-        cpus = sum(_cpus(n) for n in nodes)
+        cpus = sum(node_cpus(n) for n in nodes)
         if cpus < expected_workers:
             problems.append(f"ray: {cpus:g} CPU(s) up, {expected_workers} expected")
         # Nodes report their free resources about once a second: give our own finished run's
@@ -421,27 +441,8 @@ def _worker_lost(exc: BaseException, retries: int) -> Exception:
     return worker_lost("a task", None, retries, holder="Ray worker or node", detail=one_line(exc))
 
 
-def _not_ready(refs: list[ray.ObjectRef]) -> list[ray.ObjectRef]:
-    if not refs:
-        return []
-    _, pending = ray.wait(refs, num_returns=len(refs), timeout=0)
-    return pending
-
-
 def _children() -> set[int]:
     """The pids of the driver's descendants."""
     import psutil
 
     return {p.pid for p in psutil.Process().children(recursive=True)}
-
-
-def _alive_nodes() -> list[dict[str, Any]]:
-    return [n for n in ray.nodes() if n.get("Alive")]
-
-
-def _is_head(node: dict[str, Any]) -> bool:
-    return "node:__internal_head__" in node.get("Resources", {})
-
-
-def _cpus(node: dict[str, Any]) -> float:
-    return float(node.get("Resources", {}).get("CPU", 0.0))

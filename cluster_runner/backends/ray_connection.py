@@ -201,3 +201,16 @@ def _connect_error(address: str, exc: BaseException) -> RunnerError:
         f"cannot connect to Ray at {address}: {text}; if the cluster uses token"
         f" authentication (Ray's default), {TOKEN_HINT}"
     )
+
+
+def alive_nodes() -> list[dict[str, Any]]:
+    """The cluster's nodes that are alive, as ``ray.nodes()`` describes them."""
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def is_head(node: dict[str, Any]) -> bool:
+    return "node:__internal_head__" in node.get("Resources", {})
+
+
+def node_cpus(node: dict[str, Any]) -> float:
+    return float(node.get("Resources", {}).get("CPU", 0.0))

@@ -180,6 +180,15 @@ def backend_options(func: F, *, multiple: bool = False) -> F:
 
 def run_options(func: F) -> F:
     func = click.option(
+        "--transfer",
+        type=click.Choice(["share", "copy"]),
+        default="share",
+        show_default=True,
+        help="How data the driver holds reaches the workers: share (once: shared memory,"
+        " Ray's object store, a Dask scatter) or copy (with every task), to measure the"
+        " difference.",
+    )(func)
+    func = click.option(
         "--inject-fault",
         "fault",
         type=click.Choice(FAULTS),
@@ -270,6 +279,7 @@ class RunOptions:
     timeout: float | None  # --timeout: seconds a run may take
     retries: int  # --retries: reruns of a task lost with its worker
     fault: str | None  # --inject-fault
+    transfer: str = "share"  # --transfer: driver inputs shared once or copied with each task
     extra: Mapping[str, Any] = field(default_factory=dict)  # profile TLS files; --tls-* win
     env: Mapping[str, str | None] = field(default_factory=dict)  # the profile's variables
     slurm: Path | None = None  # the profile's Slurm jobs file: `runner scale` asks for nodes
@@ -328,6 +338,7 @@ _RUN_FIELDS = (
     "timeout",
     "retries",
     "fault",
+    "transfer",
 )
 
 

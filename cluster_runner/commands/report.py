@@ -50,10 +50,12 @@ import click
 def report(results, fmt, plot, baseline, html=None, timelines=()) -> int:
     """Aggregate results files (or folders of them): one row per backend x size.
 
-    Only runs of one experiment are compared (same job spec, mode, machine and cluster);
-    files of different experiments are refused, not mixed. Warm-ups are left out and runs
-    that did not verify are counted apart. Every interval is labelled with the level it
-    reaches (75% with 3 runs); --format json holds every figure as a number.
+    Only runs of one experiment are compared (same job spec, mode, machine, cluster and
+    --transfer mode); files of different experiments are refused, not mixed. Warm-ups are
+    left out and runs that did not verify are counted apart. Every interval is labelled with
+    the level it reaches (75% with 3 runs); --format json holds every figure as a number.
+    Runs with driver inputs get transfer columns: bytes moved, and the driver's put time
+    with its share of the run.
 
     \b
     Examples:

@@ -199,7 +199,7 @@ def scale(
         + (f" (up to {max_repeats or 30} for ±{precision:g}%)" if precision else ""),
         emoji=False,  # the job name as written
     )
-    plan = resumed(plan, resume, run.repeat, lambda line: out.print(escape(line)))
+    plan = resumed(plan, resume, run.repeat, lambda line: out.print(escape(line)), run.transfer)
     for note in plan.notes:
         out.print(f"note: {note}")
     out.print(f"results: {escape(str(path))}")
@@ -217,6 +217,7 @@ def scale(
             run.retries,
             run.fault,
             keep_going,
+            transfer=run.transfer,
             until=(precision, (max_repeats or 30) if precision else None),
             stamp=stamp.stamp if provider is None else lambda r: stamp.stamp(provider.stamp(r)),
             around=_profiler(path, plan.axis, out) if profile else None,
@@ -299,7 +300,7 @@ def _profiler(path, axis, out):
 
 def _sweep(
     plan, writer, out, warmup, repeat, timeout, retries, fault=None, keep_going=False, until=None,
-    stamp=lambda record: record, around=None, provider=None,
+    stamp=lambda record: record, around=None, provider=None, transfer="share",
 ):  # fmt: skip
     """Run the sweep under a progress bar, printing a line per run and per pre-flight;
     ``stamp`` adds the job's commit and the tags to each record as it is written."""
@@ -385,6 +386,7 @@ def _sweep(
             on_record=lambda record: writer.append(stamp(record)),
             observer=Show(),
             fault=fault,
+            transfer=transfer,
             keep_going=keep_going,
             precision=until[0] if until else None,
             max_repeats=until[1] if until else None,

@@ -72,7 +72,7 @@ def submit(
     from cluster_runner.devices import require_gpu
     from cluster_runner.results import ResultsWriter, RunRecord, results_path
     from cluster_runner.runs.faults import check_supported
-    from cluster_runner.runs.job import run_job
+    from cluster_runner.runs.job import prepare, run_job
     from cluster_runner.runs.reference import ReferenceStore
 
     if run.slurm is not None:  # issue 19: a sweep asks Slurm for the largest size once
@@ -100,7 +100,7 @@ def submit(
             f"({len(job.stages)} stage{'s' * (len(job.stages) > 1)})",
             emoji=False,  # the user's words, as written (:smile: too)
         )
-        with engine:
+        with prepare(job) as ready, engine:  # inputs made and checked before the engine starts
             info = engine.info()
             out.print(_backend_line(info))
             out.print(f"results: {escape(str(path))}")
@@ -126,6 +126,8 @@ def submit(
                     retries=run.retries,
                     on_record=on_record,
                     fault=run.fault,
+                    transfer=run.transfer,
+                    ready=ready,
                     references=ReferenceStore(run.out_dir),  # serial references kept there
                 )
     records = written

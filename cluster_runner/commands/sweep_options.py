@@ -62,7 +62,7 @@ def results_file(resume: str | None, out_dir: str, job: str, backends: str) -> P
     return path
 
 
-def resumed(plan, resume: str | None, repeat: int, say: Callable[[str], None]):
+def resumed(plan, resume: str | None, repeat: int, say: Callable[[str], None], transfer="share"):
     """``plan`` less the rounds ``resume`` holds (the plan itself without ``--resume``)."""
     if resume is None:
         return plan
@@ -71,7 +71,7 @@ def resumed(plan, resume: str | None, repeat: int, say: Callable[[str], None]):
     if not Path(resume).exists():
         say(f"resuming {resume}: not there yet, the whole sweep goes there")
         return plan
-    left, complete, partial = resume_plan(plan, resume, repeat)
+    left, complete, partial = resume_plan(plan, resume, repeat, transfer)
     points = sum(len(e.points) for s in left.steps for e in s.engines)
     say(
         f"resuming {resume}: {complete} point(s) complete there, {points} to time"

@@ -191,7 +191,9 @@ def run_slice(
     except Exception as exc:  # the task that raised is the one after the last that ended
         key, first, digits = name
         failed = f"{key}-{first + len(ends):0{digits}d}"
-        raise TaskFailedError.from_exception(failed, exc) from exc
+        # Its traceback is text now; dropped, its frames no longer hold the task's arguments
+        # (a process pool worker keeps its last error: a shared input's mapping, issue 21).
+        raise TaskFailedError.from_exception(failed, exc) from exc.with_traceback(None)
     extra = None
     for position, value in enumerate(values):
         if type(value) is Phased:
@@ -241,8 +243,8 @@ def call_timed(
     start = time.time()
     try:
         value = func(*values)
-    except Exception as exc:
-        raise TaskFailedError.from_exception(key, exc) from exc
+    except Exception as exc:  # the traceback, as text, is kept; its frames are not (run_slice)
+        raise TaskFailedError.from_exception(key, exc) from exc.with_traceback(None)
     end = time.time()
     if isinstance(value, Phased):
         return value.value, start, end, dict(value.phases), value.device

@@ -49,9 +49,11 @@ from cluster_runner.backends.base import Backend, GraphBackend, PoolBackend
 from cluster_runner.backends.failures import timed_out, worker_lost
 from cluster_runner.errors import RunnerError, TaskFailedError
 from cluster_runner.execution.batching import BatchSizer
+from cluster_runner.execution.inputs import InputTable, placed_inputs
 from cluster_runner.execution.tasks import BatchOutput, run_batch, run_slice
 from cluster_runner.execution.traces import Traces
-from cluster_runner.graph import Graph, MapRef, MapTask, Node, Ref, Task
+from cluster_runner.graph import DataRef, Graph, MapRef, MapTask, Node, Ref, Task
+from cluster_runner.results.stages import Transfer
 
 #: Default number of tasks a run may resubmit after losing workers.
 DEFAULT_RETRIES = 3
@@ -65,23 +67,39 @@ class GraphResult:
     traces: Traces
     retried: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    transfer: Transfer | None = None  # what moved between driver and workers
 
 
 def execute(
-    graph: Graph, backend: Backend, timeout: float | None = None, retries: int = DEFAULT_RETRIES
+    graph: Graph,
+    backend: Backend,
+    timeout: float | None = None,
+    retries: int = DEFAULT_RETRIES,
+    transfer: str = "share",
 ) -> GraphResult:
-    """Run ``graph`` on ``backend``; raise a :class:`RunnerError` if it fails or times out."""
+    """Run ``graph`` on ``backend``; raise a :class:`RunnerError` if it fails or times out.
+
+    The graph's driver inputs are placed first (``transfer``: ``share`` or ``copy``, see
+    :mod:`.inputs`) and released at the end, both inside the caller's clock; the result's
+    ``transfer`` says what moved.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
-    if backend.native_dependencies:
-        return _execute_native(graph, cast(GraphBackend, backend), deadline)
-    return _Walk(graph, cast(PoolBackend, backend), deadline, retries).run()
+    with placed_inputs(graph, backend, transfer) as inputs:
+        if backend.native_dependencies:
+            result = _execute_native(graph, cast(GraphBackend, backend), deadline, inputs)
+        else:
+            result = _Walk(graph, cast(PoolBackend, backend), deadline, retries, inputs).run()
+    result.transfer = inputs.record()
+    return result
 
 
 def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-def _execute_native(graph: Graph, backend: GraphBackend, deadline: float | None) -> GraphResult:
+def _execute_native(
+    graph: Graph, backend: GraphBackend, deadline: float | None, inputs: InputTable
+) -> GraphResult:
     handles: dict[int, Any] = {}  # id(node) -> its handle, or a map's list of handles
 
     def handle(ref: Ref) -> Any:
@@ -96,6 +114,8 @@ def _execute_native(graph: Graph, backend: GraphBackend, deadline: float | None)
                 args.append(handle(arg))
             elif isinstance(arg, MapRef):
                 args.extend(handles[id(graph.locate(arg.key_of(0))[0])])
+            elif isinstance(arg, DataRef):
+                args.append(inputs.handle(arg.key))  # one task, one message
             else:
                 args.append(arg)
         return args
@@ -113,6 +133,7 @@ def _execute_native(graph: Graph, backend: GraphBackend, deadline: float | None)
             handles[id(node)] = backend.submit(node, resolved(node))
     sinks = graph.sinks()
     gathered = backend.gather([handle(Ref(key)) for key in sinks], _remaining(deadline))
+    inputs.returned(o.value for o in gathered.outputs)  # only the sinks reach the driver
     seen: dict[str, Any] = {}
     for output in gathered.outputs:
         for trace in output.traces:
@@ -183,9 +204,15 @@ class _Walk:
     """The ready-driven walk of one graph on one pool backend (see the module docstring)."""
 
     def __init__(
-        self, graph: Graph, backend: PoolBackend, deadline: float | None, retries: int
+        self,
+        graph: Graph,
+        backend: PoolBackend,
+        deadline: float | None,
+        retries: int,
+        inputs: InputTable,
     ) -> None:
         self.graph, self.backend, self.deadline, self.retries = graph, backend, deadline, retries
+        self.inputs = inputs
         nodes = graph.nodes()
         self.states = [_State(node, graph.first_number(i)) for i, node in enumerate(nodes)]
         self.by_id = {id(node): state for node, state in zip(nodes, self.states, strict=True)}
@@ -220,10 +247,17 @@ class _Walk:
 
     # --- values -------------------------------------------------------------------------
 
-    def _resolved(self, args: tuple[Any, ...]) -> list[Any]:
+    def _resolved(self, args: tuple[Any, ...], message: dict[str, Any] | None = None) -> list[Any]:
+        """``args`` with refs replaced by values and inputs by their handles; ``message``
+        holds the handles its message carries already (an input travels once a message)."""
         out: list[Any] = []
         for arg in args:
-            if isinstance(arg, Ref):
+            if isinstance(arg, DataRef):
+                message = {} if message is None else message
+                if arg.key not in message:
+                    message[arg.key] = self.inputs.handle(arg.key)
+                out.append(message[arg.key])
+            elif isinstance(arg, Ref):
                 node, index = self.graph.locate(arg.key)
                 state = self.by_id[id(node)]
                 out.append(state.value if index is None else state.values[index])  # type: ignore[index]
@@ -246,9 +280,12 @@ class _Walk:
                 while self.ready and not self.ready[0].is_map and len(states) < size:
                     states.append(self.ready.popleft())
                     states[-1].queued = False
+                    if self._alone(states[-1]):
+                        break
                 sent = _Sent(None, tasks=states)
+                message: dict[str, Any] = {}
                 work = [
-                    (s.node.key, s.node.func, self._resolved(cast(Task, s.node).args))
+                    (s.node.key, s.node.func, self._resolved(cast(Task, s.node).args, message))
                     for s in states
                 ]
                 future = self._submit(run_batch, work)
@@ -263,7 +300,7 @@ class _Walk:
             a, b = state.redo.pop()
         else:
             a = state.cursor
-            b = min(a + size, state.size)
+            b = min(a + (1 if self._alone(state) else size), state.size)
             at = bisect.bisect_left(state.wrapped, a)
             if at < len(state.wrapped) and state.wrapped[at] < b:
                 b = a + 1 if state.wrapped[at] == a else state.wrapped[at]
@@ -278,6 +315,15 @@ class _Walk:
         shared = self._resolved(node.shared)
         name = (node.key, a, node.digits)
         return sent, self._submit(run_slice, node.func, node.args[a:b], node.star, shared, name)
+
+    def _alone(self, state: _State) -> bool:
+        """Whether each of this node's tasks goes in a message of its own: one that copies a
+        driver input (``--transfer copy``), so that the input travels with every task."""
+        if self.inputs.mode != "copy" or not self.inputs:
+            return False
+        node = state.node
+        args = node.shared if isinstance(node, MapTask) else node.args
+        return any(isinstance(arg, DataRef) for arg in args)
 
     def _submit(self, run: Any, *args: Any) -> cf.Future:
         try:
@@ -342,6 +388,7 @@ class _Walk:
             if state.left == 0:
                 finished = [state]
         self.sizer.record(len(output.values), output.busy)
+        self.inputs.returned(output.values)
         for state in finished:
             for user in state.users:
                 user.waiting -= 1

@@ -25,7 +25,14 @@ from cluster_runner.results.records import (
     Source,
     SweepLabels,
 )
-from cluster_runner.results.stages import Placement, StageRecord, StageResult, Timeline, Usage
+from cluster_runner.results.stages import (
+    Placement,
+    StageRecord,
+    StageResult,
+    Timeline,
+    Transfer,
+    Usage,
+)
 from cluster_runner.results.store import (
     ResultsWriter,
     new_id,
@@ -51,6 +58,7 @@ __all__ = [
     "StageResult",
     "SweepLabels",
     "Timeline",
+    "Transfer",
     "Usage",
     "cpu_model",
     "driver_environment",

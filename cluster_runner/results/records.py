@@ -75,6 +75,13 @@ Schema history (bump :data:`SCHEMA_VERSION` on any change a reader must know abo
      ``--vary``): the point's values of them, ``NAME -> value`` as ``--set`` takes them
      (``primes.n``, or ``n`` for every stage that has it). Part of the point's identity, so
      reports group by them and ``--resume`` knows the point.
+   - ``stages[].transfer`` (issue 21; written by runners that know it): what the stage moved
+     between driver and workers: ``mode`` (``share`` or ``copy``, ``--transfer``), ``method``
+     (in words), ``inputs`` and ``input_bytes`` (the driver inputs it declared),
+     ``put_bytes`` and ``put_s`` (placed once: shared memory, ``ray.put``, a Dask scatter),
+     ``sent_bytes`` and ``messages`` (inputs carried by task messages: a handle each when
+     shared, the data itself when copied), ``returned_bytes`` (task results that reached
+     the driver); see :class:`~cluster_runner.results.stages.Transfer`.
 
 :meth:`RunRecord.from_json` requires only what no reader can do without (the job's name and
 digest, the backend's name and worker count, the status); every other field takes its empty
@@ -362,6 +369,15 @@ class RunRecord:
     tags: Mapping[str, str] = field(default_factory=dict)  # --tag KEY=VALUE labels
     slurm: SlurmPlacement | None = None  # the Slurm jobs and nodes used (issue 19)
     schema_version: int = SCHEMA_VERSION
+
+    @property
+    def transfer_mode(self) -> str | None:
+        """How the run's driver inputs travelled (``share`` or ``copy``, ``--transfer``); None
+        when no stage had any (a workload that makes its data in its tasks, an older record)."""
+        for stage in self.stages:
+            if stage.transfer is not None and stage.transfer.inputs:
+                return stage.transfer.mode
+        return None
 
     def to_json(self) -> Json:
         """The record as the JSON object a results file holds (one line, keys sorted)."""

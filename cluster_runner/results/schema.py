@@ -70,6 +70,18 @@ class UsageModel(_Model):
     scope: Text | None = None
 
 
+class TransferModel(_Model):
+    mode: Literal["share", "copy"] = "share"
+    method: Text = ""
+    inputs: Count = 0
+    input_bytes: Count = 0
+    put_bytes: Count = 0
+    put_s: Seconds = 0.0
+    sent_bytes: Count = 0
+    messages: Count = 0
+    returned_bytes: Count = 0
+
+
 class StageModel(_Model):
     name: Text = ""
     workload: Text = ""
@@ -88,6 +100,7 @@ class StageModel(_Model):
     span_s: Seconds = 0.0
     phases: dict[str, Seconds] | None = None
     devices_used: dict[str, Count] | None = None
+    transfer: TransferModel | None = None
 
 
 class JobStageModel(_Model):

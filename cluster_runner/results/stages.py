@@ -266,6 +266,59 @@ def task_kind(key: str) -> str:
 
 
 @dataclass(frozen=True)
+class Transfer:
+    """What a stage moved between the driver and its workers (issue 21).
+
+    ``mode`` is how driver inputs travelled: ``share`` (placed once where workers can reach
+    them: shared memory, Ray's object store, a Dask scatter; by reference in-process) or
+    ``copy`` (sent with every task). A stage without driver inputs has ``inputs == 0`` and
+    moves only its tasks' small arguments and results.
+    """
+
+    mode: str = "share"  # share | copy
+    method: str = ""  # how the inputs moved, in words: "shared memory", "ray.put", ...
+    inputs: int = 0  # driver inputs the stage declared
+    input_bytes: int = 0  # their size, serialised (pickle protocol 5, buffers included)
+    put_bytes: int = 0  # bytes written once before the tasks ran (x copies for a broadcast)
+    put_s: float = 0.0  # seconds the driver spent placing them (inside the stage's wall time)
+    sent_bytes: int = 0  # bytes of inputs carried by task messages (handles, or the data)
+    messages: int = 0  # task messages that carried an input
+    returned_bytes: int = 0  # bytes of task results that reached the driver
+
+    @property
+    def moved_bytes(self) -> int:
+        """Every byte of driver input that moved: placed once, plus carried by messages."""
+        return self.put_bytes + self.sent_bytes
+
+    def to_json(self) -> Json:
+        return {
+            "mode": self.mode,
+            "method": self.method,
+            "inputs": self.inputs,
+            "input_bytes": self.input_bytes,
+            "put_bytes": self.put_bytes,
+            "put_s": self.put_s,
+            "sent_bytes": self.sent_bytes,
+            "messages": self.messages,
+            "returned_bytes": self.returned_bytes,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Transfer:
+        return cls(
+            mode=data.get("mode", "share"),
+            method=data.get("method", ""),
+            inputs=data.get("inputs", 0),
+            input_bytes=data.get("input_bytes", 0),
+            put_bytes=data.get("put_bytes", 0),
+            put_s=data.get("put_s", 0.0),
+            sent_bytes=data.get("sent_bytes", 0),
+            messages=data.get("messages", 0),
+            returned_bytes=data.get("returned_bytes", 0),
+        )
+
+
+@dataclass(frozen=True)
 class StageRecord:
     """One stage of a run: its tasks, wall time, value, placement and usage.
 
@@ -281,6 +334,7 @@ class StageRecord:
     retried: int = 0  # tasks rerun after their worker was lost
     usage: Usage | None = None
     timeline: Timeline | None = None  # when and where each task ran; None in older records
+    transfer: Transfer | None = None  # what moved to and from the workers; None in older records
 
     def to_json(self) -> Json:
         data: Json = {
@@ -296,12 +350,15 @@ class StageRecord:
         data.update(self.placement.to_json())
         if self.timeline is not None:
             data["timeline"] = self.timeline.to_json()
+        if self.transfer is not None:
+            data["transfer"] = self.transfer.to_json()
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StageRecord:
         usage = data.get("usage")
         timeline = data.get("timeline")
+        transfer = data.get("transfer")
         return cls(
             name=data.get("name", ""),
             workload=data.get("workload", ""),
@@ -312,4 +369,5 @@ class StageRecord:
             retried=data.get("retried", 0),
             usage=Usage.from_json(usage) if usage is not None else None,
             timeline=Timeline.from_json(timeline) if timeline is not None else None,
+            transfer=Transfer.from_json(transfer) if transfer is not None else None,
         )

@@ -34,9 +34,10 @@ tasks were rerun (``retried``). A run whose losses exceed the retry budget is re
 
 from __future__ import annotations
 
+import contextlib
 import time
 import weakref
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -87,6 +88,8 @@ def run_job(
     exclude_pids: Collection[int] = (),
     fault: str | None = None,
     references: ReferenceStore | None = None,
+    transfer: str = "share",
+    ready: Prepared | None = None,
 ) -> list[RunRecord]:
     """Run ``job`` ``warmup + repeat`` times on a started backend; return the records.
 
@@ -98,13 +101,20 @@ def run_job(
     other backends a sweep keeps up meanwhile. ``fault`` is injected into the first stage of
     every run. ``references`` holds the serial references of stages without an oracle (see
     :mod:`cluster_runner.runs.reference`); by default, this process's own store.
+    ``transfer`` is how the stages' driver inputs travel: ``share`` (placed once) or ``copy``
+    (with every task), see :mod:`cluster_runner.execution.inputs`. ``ready`` is the job as
+    :func:`prepare` made it (setups entered, graph built), kept by a caller that runs it
+    more than once or wants its inputs checked before any engine starts; by default this call
+    prepares it.
     """
     check_supported(fault, backend.name, backend.worker_processes)
-    with job.setup() as live:  # the workloads' servers, up for every run (Workload.setup)
+    with contextlib.ExitStack() as stack:
+        if ready is None:
+            ready = stack.enter_context(prepare(job))
         return _run_all(
             job,
             backend,
-            live,
+            ready,
             references if references is not None else PROCESS_STORE,
             repeat=repeat,
             warmup=warmup,
@@ -116,13 +126,31 @@ def run_job(
             first_index=first_index,
             exclude_pids=exclude_pids,
             fault=fault,
+            transfer=transfer,
         )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A job ready to run: every stage's parameters with its setup's values, and the graph."""
+
+    live: dict[str, dict[str, Any]]
+    graph: Graph
+
+
+@contextlib.contextmanager
+def prepare(job: JobSpec) -> Iterator[Prepared]:
+    """Enter the job's setups (the workloads' servers, up for every run) and build its graph
+    once: the driver's inputs are made and checked here (a value no worker could receive is
+    refused in one line), before the caller starts anything else."""
+    with job.setup() as live:
+        yield Prepared(live, job.build_graph(live))
 
 
 def _run_all(
     job: JobSpec,
     backend: Backend,
-    live: dict[str, dict[str, Any]],
+    ready: Prepared,
     references: ReferenceStore,
     *,
     repeat: int,
@@ -135,10 +163,10 @@ def _run_all(
     first_index: int,
     exclude_pids: Collection[int],
     fault: str | None,
+    transfer: str = "share",
 ) -> list[RunRecord]:
-    """:func:`run_job`'s runs, with every stage's setup entered (``live``: its parameters and
-    the values its setup made)."""
-    graph = job.build_graph(live)
+    """:func:`run_job`'s runs of the job ``ready`` holds (setups entered, graph built)."""
+    live, graph = ready.live, ready.graph
     stage_graphs = [(stage, graph.stage(stage.name)) for stage in job.stages]
     session = session or new_id()
     records = []
@@ -154,7 +182,16 @@ def _run_all(
                 with inject(fault if number == 0 else None, stage_graph) as run_graph:
                     check = _Check(stage_graph, live[stage.name], references)
                     stages.append(
-                        _run_stage(stage, run_graph, backend, timeout, retries, exclude_pids, check)
+                        _run_stage(
+                            stage,
+                            run_graph,
+                            backend,
+                            timeout,
+                            retries,
+                            exclude_pids,
+                            check,
+                            transfer,
+                        )
                     )
         except ExecutionError as exc:
             on_record(
@@ -214,13 +251,14 @@ def _run_stage(
     retries,
     exclude_pids: Collection[int] = (),
     check: _Check | None = None,
+    transfer: str = "share",
 ) -> StageRecord:
     workload = get_workload(stage.workload)
     params = check.params if check is not None else stage.params
     with TreeMonitor(exclude=exclude_pids) as monitor:  # its snapshots stay outside the clock
         submitted = time.time()  # the timeline's origin: wall clock, as the tasks' traces
         began = time.perf_counter()
-        result = execute(stage_graph, backend, timeout=timeout, retries=retries)
+        result = execute(stage_graph, backend, timeout=timeout, retries=retries, transfer=transfer)
         wall = time.perf_counter() - began
     (value,) = result.values.values()
     verification = call_hook(f"{stage.name}/verify", workload.verify, params, value)
@@ -257,6 +295,7 @@ def _run_stage(
         retried=result.retried,
         usage=Usage.from_json(monitor.result()),
         timeline=Timeline.from_traces(result.traces, submitted),
+        transfer=result.transfer,
     )
 
 

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 from cluster_runner.backends import Backend, BackendInfo, create_backend
 from cluster_runner.errors import ExecutionError, NodesLostError
 from cluster_runner.results import RunRecord, SweepLabels, new_id
-from cluster_runner.runs.job import run_job, skipped_record
+from cluster_runner.runs.job import Prepared, prepare, run_job, skipped_record
 from cluster_runner.runs.monitor import TreeMonitor
 from cluster_runner.sweeps.plan import Engine, Point, Run, Step, SweepPlan, run_order
 
 if TYPE_CHECKING:
     from cluster_runner.analysis.hygiene import PrecisionCheck
+    from cluster_runner.jobspec import JobSpec
 
 #: Seconds over which the CPU load of other processes is sampled before a size is timed.
 LOAD_SAMPLE_S = 0.25
@@ -92,6 +93,7 @@ def run_sweep(
     on_record: Callable[[RunRecord], None] = lambda record: None,
     observer: SweepObserver | None = None,
     fault: str | None = None,
+    transfer: str = "share",
     keep_going: bool = False,
     precision: float | None = None,
     max_repeats: int | None = None,
@@ -103,7 +105,8 @@ def run_sweep(
     A run that fails is recorded; with ``keep_going`` its point is dropped from the later
     rounds and the sweep goes on, else its error is raised once the backends are closed.
     Errors the user must fix (a backend that is not installed, an address that does not
-    answer) stop the sweep with a one-line error. ``fault`` is injected into every run.
+    answer) stop the sweep with a one-line error. ``fault`` is injected into every run;
+    ``transfer`` is how every run's driver inputs travel (``--transfer``).
 
     ``precision`` (``--precision P``): after its ``repeat`` rounds, each point of a size that
     is not yet precise (:func:`~cluster_runner.analysis.hygiene.precision_reached`: the
@@ -136,97 +139,132 @@ def run_sweep(
         observer.finished(record)
 
     retried: set[str] = set()  # points retried once after losing their nodes
-    for step in plan.steps:
-        if provider is not None:
-            step = provider.prepare(step)
-        with contextlib.ExitStack() as stack:
-            owned: list[set[int]] = []  # processes each backend started
-            live = [_bring_up(engine, stack, observer, owned) for engine in step.engines]
-            problems = {
-                step.engines[e].backend: _preflight(step.engines[e], backend)
-                for e, backend in enumerate(live)
-            }
-            load = _other_load()
-            observer.checked(step, load, problems)
-            for e, backend in enumerate(live):
-                if around is not None and not problems[step.engines[e].backend]:
-                    stack.enter_context(around(step, step.engines[e], backend))
-            dropped: set[str] = set()  # labels of points not timed further
-            for e, engine in enumerate(step.engines):
-                if problems[engine.backend]:
-                    for point in engine.points:
-                        dropped.add(point.label)
-                        outcome.skipped_points.append(point.label)
-                        labels = _labels(plan, point, None, load)
-                        emit(
-                            skipped_record(
-                                point.job,
-                                live[e],
-                                problems[engine.backend],
-                                session=session,
-                                labels=labels,
+    with _PreparedJob() as jobs:
+        if plan.steps and plan.steps[0].engines and plan.steps[0].engines[0].points:
+            jobs.of(plan.steps[0].engines[0].points[0].job)  # inputs checked before any engine
+        for step in plan.steps:
+            if provider is not None:
+                step = provider.prepare(step)
+            with contextlib.ExitStack() as stack:
+                owned: list[set[int]] = []  # processes each backend started
+                live = [_bring_up(engine, stack, observer, owned) for engine in step.engines]
+                problems = {
+                    step.engines[e].backend: _preflight(step.engines[e], backend)
+                    for e, backend in enumerate(live)
+                }
+                load = _other_load()
+                observer.checked(step, load, problems)
+                for e, backend in enumerate(live):
+                    if around is not None and not problems[step.engines[e].backend]:
+                        stack.enter_context(around(step, step.engines[e], backend))
+                dropped: set[str] = set()  # labels of points not timed further
+                for e, engine in enumerate(step.engines):
+                    if problems[engine.backend]:
+                        for point in engine.points:
+                            dropped.add(point.label)
+                            outcome.skipped_points.append(point.label)
+                            labels = _labels(plan, point, None, load)
+                            emit(
+                                skipped_record(
+                                    point.job,
+                                    live[e],
+                                    problems[engine.backend],
+                                    session=session,
+                                    labels=labels,
+                                )
                             )
+                            observer.advance(warmup + repeat)
+
+                def time(
+                    run: Run,
+                    live=live,
+                    owned=owned,
+                    load=load,
+                    dropped=dropped,
+                    step=step,
+                    stack=stack,
+                ) -> None:
+                    """One run of the order, recorded; a failure stops the sweep or, with
+                    keep_going, drops its point from the later rounds (this size's state is
+                    bound as defaults: the function is called within its own iteration only)."""
+                    round_ = None if run.warmup else run.index - warmup
+                    labels = _labels(plan, run.point, round_, load, precision)
+                    try:
+                        if provider is not None:
+                            provider.check()
+                        run_job(
+                            run.point.job,
+                            live[run.engine],
+                            repeat=0 if run.warmup else 1,
+                            warmup=1 if run.warmup else 0,
+                            timeout=timeout,
+                            retries=retries,
+                            on_record=emit,
+                            session=session,
+                            labels=labels,
+                            first_index=run.index,
+                            exclude_pids=set().union(
+                                *(pids for e, pids in enumerate(owned) if e != run.engine)
+                            ),
+                            fault=fault,
+                            transfer=transfer,
+                            ready=jobs.of(run.point.job),
                         )
-                        observer.advance(warmup + repeat)
-
-            def time(
-                run: Run, live=live, owned=owned, load=load, dropped=dropped, step=step, stack=stack
-            ) -> None:
-                """One run of the order, recorded; a failure stops the sweep or, with
-                keep_going, drops its point from the later rounds (this size's state is
-                bound as defaults: the function is called within its own iteration only)."""
-                round_ = None if run.warmup else run.index - warmup
-                labels = _labels(plan, run.point, round_, load, precision)
-                try:
-                    if provider is not None:
-                        provider.check()
-                    run_job(
-                        run.point.job,
-                        live[run.engine],
-                        repeat=0 if run.warmup else 1,
-                        warmup=1 if run.warmup else 0,
-                        timeout=timeout,
-                        retries=retries,
-                        on_record=emit,
-                        session=session,
-                        labels=labels,
-                        first_index=run.index,
-                        exclude_pids=set().union(
-                            *(pids for e, pids in enumerate(owned) if e != run.engine)
-                        ),
-                        fault=fault,
-                    )
-                except ExecutionError as exc:
-                    lost = provider is not None and provider.lost(exc)
-                    if lost and run.point.label not in retried:
-                        assert provider is not None
-                        retried.add(run.point.label)
-                        fresh = provider.prepare(step)  # the nodes, asked for again
-                        for e, engine in enumerate(fresh.engines):
-                            live[e].close()
-                            again: list[set[int]] = []
-                            live[e] = _bring_up(engine, stack, observer, again)
-                            owned[e] = again[0]
-                        time(run)
+                    except ExecutionError as exc:
+                        lost = provider is not None and provider.lost(exc)
+                        if lost and run.point.label not in retried:
+                            assert provider is not None
+                            retried.add(run.point.label)
+                            fresh = provider.prepare(step)  # the nodes, asked for again
+                            for e, engine in enumerate(fresh.engines):
+                                live[e].close()
+                                again: list[set[int]] = []
+                                live[e] = _bring_up(engine, stack, observer, again)
+                                owned[e] = again[0]
+                            time(run)
+                            return
+                        if not keep_going and not lost:
+                            raise type(exc)(
+                                f"{run.point.label}: {exc} (the sweep stopped here; --keep-going"
+                                " records a failed run and goes on)"
+                            ) from exc
+                        dropped.add(run.point.label)
+                        outcome.failed_points.append(run.point.label)
+                        observer.advance(max(warmup + repeat - run.index, 0))
                         return
-                    if not keep_going and not lost:
-                        raise type(exc)(
-                            f"{run.point.label}: {exc} (the sweep stopped here; --keep-going"
-                            " records a failed run and goes on)"
-                        ) from exc
-                    dropped.add(run.point.label)
-                    outcome.failed_points.append(run.point.label)
-                    observer.advance(max(warmup + repeat - run.index, 0))
-                    return
-                observer.advance(1)
+                    observer.advance(1)
 
-            for run in run_order(step, warmup, repeat):
-                if run.point.label not in dropped:
-                    time(run)
-            if precision is not None:
-                _until_precise(step, warmup, repeat, max_repeats or repeat, precision, times,
-                               dropped, time, observer)  # fmt: skip
+                for run in run_order(step, warmup, repeat):
+                    if run.point.label not in dropped:
+                        time(run)
+                if precision is not None:
+                    _until_precise(step, warmup, repeat, max_repeats or repeat, precision, times,
+                                   dropped, time, observer)  # fmt: skip
+
     return outcome
+
+
+class _PreparedJob(contextlib.ExitStack):
+    """The prepared job (setups entered, graph and driver inputs made: :func:`prepare`) of the
+    runs under way, one at a time. A size's runs interleave the backends of one job, whose
+    inputs are then made once, not once a run; another job (a weak-scaling size, a variant)
+    replaces it, so that the driver never holds two jobs' inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.digest: str | None = None
+        self.ready: Prepared | None = None
+        self.inner: contextlib.ExitStack | None = None
+
+    def of(self, job: JobSpec) -> Prepared:
+        if self.ready is None or job.digest != self.digest:
+            if self.inner is not None:
+                self.ready = None
+                self.inner.close()  # the last job's setups and inputs, before making these
+            self.inner = self.enter_context(contextlib.ExitStack())
+            self.ready = self.inner.enter_context(prepare(job))
+            self.digest = job.digest
+        return self.ready
 
 
 def _until_precise(step, warmup, repeat, most, target, times, dropped, time, observer) -> None:

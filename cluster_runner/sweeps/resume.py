@@ -60,7 +60,7 @@ def record_key(record: RunRecord) -> tuple | None:
     )  # fmt: skip
 
 
-def measured(path: Path | str, plan: SweepPlan) -> Counter:
+def measured(path: Path | str, plan: SweepPlan, transfer: str = "share") -> Counter:
     """Timed runs that finished, per point, in ``path``; refuse a file of another sweep."""
     from cluster_runner.results import read_records
 
@@ -71,17 +71,21 @@ def measured(path: Path | str, plan: SweepPlan) -> Counter:
     if not path.is_file():
         raise UsageError(f"--resume {path}: not a results file (name the file to continue)")
     for record in read_records([path], timelines=False):
-        _check_same_sweep(path, plan, record)
+        _check_same_sweep(path, plan, record, transfer)
         key = record_key(record)
         if key is not None and not record.warmup and record.status in MEASURED:
             counts[key] += 1
     return counts
 
 
-def resume_plan(plan: SweepPlan, path: Path | str, repeat: int) -> tuple[SweepPlan, int, int]:
+def resume_plan(
+    plan: SweepPlan, path: Path | str, repeat: int, transfer: str = "share"
+) -> tuple[SweepPlan, int, int]:
     """``plan`` less what ``path`` holds: ``(the plan left, points complete, rounds already
-    measured of the points left)``. A point keeps the rounds it lacks (``Point.done``)."""
-    counts = measured(path, plan)
+    measured of the points left)``. A point keeps the rounds it lacks (``Point.done``).
+    ``transfer`` is the sweep's ``--transfer``: a file of runs whose inputs travelled the
+    other way is another sweep."""
+    counts = measured(path, plan, transfer)
     complete = partial = 0
     steps = []
     for step in plan.steps:
@@ -102,7 +106,7 @@ def resume_plan(plan: SweepPlan, path: Path | str, repeat: int) -> tuple[SweepPl
     return replace(plan, steps=tuple(steps)), complete, partial
 
 
-def _check_same_sweep(path: Path, plan: SweepPlan, record: RunRecord) -> None:
+def _check_same_sweep(path: Path, plan: SweepPlan, record: RunRecord, transfer: str) -> None:
     labels = record.labels
     if labels is None:
         raise UsageError(
@@ -113,11 +117,13 @@ def _check_same_sweep(path: Path, plan: SweepPlan, record: RunRecord) -> None:
         "job": f"{record.job.name} (spec digest {labels.base_digest})",
         "mode": labels.mode,
         "axis": labels.axis,
+        "transfer": record.transfer_mode or transfer,  # a run without inputs fits either
     }
     want = {
         "job": f"{plan.job.name} (spec digest {plan.job.digest})",
         "mode": plan.mode,
         "axis": plan.axis,
+        "transfer": transfer,
     }
     for name, value in want.items():
         if have[name] != value:
@@ -126,5 +132,5 @@ def _check_same_sweep(path: Path, plan: SweepPlan, record: RunRecord) -> None:
                 detail += " (another --set, or the job file changed)"
             raise UsageError(
                 f"--resume {path}: it holds another sweep: {detail}; give the same job, --set,"
-                " --mode and sizes as the sweep that wrote it"
+                " --mode, --transfer and sizes as the sweep that wrote it"
             )

@@ -14,6 +14,7 @@ REGISTRY = {
     "array_means": "cluster_runner.workloads.array_means",
     "dot": "cluster_runner.workloads.dot",
     "noop": "cluster_runner.workloads.noop",
+    "driver_rows": "cluster_runner.workloads.driver_rows",
 }
 
 

@@ -26,22 +26,28 @@ History of :data:`WORKLOAD_API_VERSION`:
    ``Graph``, ``Ref``, ``summarize_value``; workloads named in job specs by built-in name,
    ``package.module:NAME``, ``path/to/file.py:NAME`` and the entry-point group
    ``cluster_runner.workloads``; a serial reference check for workloads without ``verify``.
+1.1. Data the driver holds (issue 21): ``MapReduce(data=...)`` / ``workload(data=...)``, a
+   function run in the driver whose value every chunk gets as its last argument; at the full
+   level ``Graph.put(key, value, stage=...)``, which returns a :class:`DataRef` that tasks take
+   as an argument (or a map in ``shared``). Inputs reach tasks read-only where they are numpy
+   arrays, however they travel (``--transfer share`` or ``copy``).
 """
 
 from __future__ import annotations
 
-from cluster_runner.graph import Graph, Ref
+from cluster_runner.graph import DataRef, Graph, Ref
 from cluster_runner.workloads.base import Param, ResultSummary, Verification, Workload
 from cluster_runner.workloads.naming import ENTRY_POINT_GROUP
 from cluster_runner.workloads.simple import MapReduce, workload
 from cluster_runner.workloads.values import summarize_value
 
 #: The version of this API (see the module docstring for what it promises, and its history).
-WORKLOAD_API_VERSION = "1.0"
+WORKLOAD_API_VERSION = "1.1"
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "WORKLOAD_API_VERSION",
+    "DataRef",
     "Graph",
     "MapReduce",
     "Param",

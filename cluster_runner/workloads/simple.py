@@ -33,6 +33,15 @@ How each function is called:
     a run of the job on ``serial`` (bit for bit, or within ``rtol``/``atol``).
 ``summarize(value, **params)``, optional
     A display string, or a :class:`~cluster_runner.workloads.base.ResultSummary`.
+``data(**params)``, optional
+    Its parameters that split does not name are job parameters too, declared the same way
+    (``def load(path: str = "", rows: int = 100_000)``). It
+    runs in the driver before each stage's graph is built, and returns data the driver holds
+    (an array it loaded, a model, a table): any picklable object, given once and passed to
+    every chunk as its *last* argument, ``chunk(*args, data)``. The runner moves it the best
+    way the backend has (shared memory, Ray's object store, a Dask scatter; ``--transfer
+    copy`` sends it with every task instead) and records what moved; a numpy array arrives
+    read-only (see :mod:`cluster_runner.execution.inputs`).
 ``setup(**params)``, optional
     A context manager, entered in the driver around every run (``contextlib.contextmanager``),
     that starts what the chunks need and yields a dict of values (a server's URL): split,
@@ -82,6 +91,7 @@ class MapReduce(Workload):
         verify: Callable[..., Any] | None = None,
         summarize: Callable[..., Any] | None = None,
         setup: Callable[..., Any] | None = None,
+        data: Callable[..., Any] | None = None,
         params: Sequence[Param] | None = None,
         weak: str | None = None,
         name: str | None = None,
@@ -90,12 +100,15 @@ class MapReduce(Workload):
         atol: float = 0.0,
         warm_up: Sequence[Callable[[], object]] = (),
     ) -> None:
+        if data is not None and not callable(data):
+            raise TypeError(f"MapReduce: data must be a function that returns it, not {data!r}")
+        self.data = data
         for role, func in (("chunk", chunk), ("split", split)):
             if not callable(func):
                 raise TypeError(f"MapReduce: {role} must be a function, not {func!r}")
         self.chunk, self.split, self.reduce = chunk, split, reduce
         self._verify, self._summarize, self._setup = verify, summarize, setup
-        self.params = tuple(params) if params is not None else params_of(split)
+        self.params = tuple(params) if params is not None else params_of(split, data)
         self.name = name or getattr(chunk, "__name__", "map_reduce")
         module = sys.modules.get(getattr(chunk, "__module__", "") or "")
         self.description = (
@@ -140,7 +153,11 @@ class MapReduce(Workload):
             )
         # One map node for all the chunks (issue 16): a list of their arguments, not a Task each.
         arguments = [_arguments(piece) for piece in pieces]
-        parts = graph.starmap(f"{stage}/chunk", self.chunk, arguments, stage=stage)
+        shared = ()
+        if self.data is not None:  # held by the driver, given to every chunk (issue 21)
+            value = self.data(**named(self.data, params))
+            shared = (graph.put(f"{stage}/data", value, stage=stage),)
+        parts = graph.starmap(f"{stage}/chunk", self.chunk, arguments, stage=stage, shared=shared)
         extra = named(self.reduce, params, skip_first=True) if self.reduce is not None else {}
         return graph.add(f"{stage}/reduce", reduce_chunks, self.reduce, extra, parts, stage=stage)
 
@@ -209,18 +226,34 @@ def reduce_chunks(
     return values if reduce is None else reduce(values, **extra)
 
 
-def params_of(split: Callable[..., Any]) -> tuple[Param, ...]:
-    """The job parameters a split function declares by its signature (see the module doc)."""
-    where = f"split function {_qualified(split)}"
+def params_of(
+    split: Callable[..., Any], data: Callable[..., Any] | None = None
+) -> tuple[Param, ...]:
+    """The job parameters a split function declares by its signature (see the module doc),
+    then those of the data function that split does not name (the size of what it loads)."""
+    params = list(_declared(split, "split"))
+    if data is not None:
+        known = {p.name for p in params}
+        params.extend(p for p in _declared(data, "data") if p.name not in known)
+    if not params:
+        raise TypeError(
+            f"split function {_qualified(split)} takes no parameters: a job could not size it"
+        )
+    return tuple(params)
+
+
+def _declared(func: Callable[..., Any], role: str) -> list[Param]:
+    """The parameters ``func``'s signature declares (its keyword-only ones are setup's)."""
+    where = f"{role} function {_qualified(func)}"
     try:
-        signature = inspect.signature(split)
-        hints = typing.get_type_hints(split)
+        signature = inspect.signature(func)
+        hints = typing.get_type_hints(func)
     except (TypeError, ValueError, NameError) as exc:
         raise TypeError(f"{where}: cannot read its parameters ({exc})") from None
     params = []
     for p in signature.parameters.values():
-        if p.kind is p.KEYWORD_ONLY:
-            continue  # a value of setup, not a job parameter
+        if p.kind is p.KEYWORD_ONLY or (p.kind is p.VAR_KEYWORD and role == "data"):
+            continue  # a value of setup, not a job parameter; or data taking every parameter
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
             raise TypeError(f"{where}: parameter {p.name!r} must be a plain named parameter")
         default = None if p.default is p.empty else p.default
@@ -233,9 +266,7 @@ def params_of(split: Callable[..., Any]) -> tuple[Param, ...]:
                 " or Literal['a', 'b']"
             )
         params.append(Param(p.name, kind, "", default, choices=choices))
-    if not params:
-        raise TypeError(f"{where} takes no parameters: a job could not size it")
-    return tuple(params)
+    return params
 
 
 def _kind(annotation: Any) -> tuple[type | None, tuple[str, ...] | None]:
