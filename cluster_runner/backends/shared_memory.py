@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from cluster_runner.errors import UsageError
-from cluster_runner.execution.inputs import PlacedInput, read_only
+from cluster_runner.execution.inputs import PlacedInput, load_own, read_only
 
 #: Every segment this runner makes starts with this, then the driver's pid.
 PREFIX = "cr-"
@@ -205,7 +205,7 @@ def attach(
     else:
         view = memoryview(pages)
         oob = [view[start : start + length] for start, length in buffers]
-        value = read_only(pickle.loads(view[:stream], buffers=oob))
+        value = read_only(load_own(view[:stream], oob))
     _attached[name] = (generation, pages, value)
     return value
 

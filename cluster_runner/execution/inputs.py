@@ -80,7 +80,18 @@ def read_only(value: Any, depth: int = 0) -> Any:
 
 def copied(value: Any) -> Any:
     """A fresh copy of ``value`` made the way a process boundary makes one (pickle)."""
-    return read_only(pickle.loads(pickle.dumps(value, protocol=5)))
+    return read_only(load_own(pickle.dumps(value, protocol=5)))
+
+
+def load_own(stream: Any, buffers: Any = ()) -> Any:
+    """Unpickle what this runner pickled itself, in this session, for its own tasks: a driver
+    input copied in-process, or written into shared memory for the pool's workers.
+
+    The one place the package unpickles (``tests/test_security.py`` holds it to that): never a
+    results file, a job spec or anything else read from outside; these bytes are the driver's
+    own, in the same trust as the messages ``concurrent.futures`` pickles to its workers.
+    """
+    return pickle.loads(stream, buffers=buffers)
 
 
 @dataclass(frozen=True)
