@@ -33,11 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cluster_runner.results.stages import Transfer
-
 if TYPE_CHECKING:
     from cluster_runner.backends.base import Backend
     from cluster_runner.graph import Graph
+    from cluster_runner.results.stages import Transfer
 
 #: The ways inputs may travel (``--transfer``).
 TRANSFER_MODES = ("share", "copy")
@@ -187,6 +186,10 @@ class InputTable:
             self.returned_bytes += size
 
     def record(self) -> Transfer:
+        # Imported here: the results package reads files (pydantic), which workers and
+        # ``runner --help``, importing this module through the backends, must not load.
+        from cluster_runner.results.stages import Transfer
+
         methods = dict.fromkeys(p.method for p in self.placed.values())
         return Transfer(
             mode=self.mode,

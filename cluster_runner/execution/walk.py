@@ -43,7 +43,7 @@ import queue
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from cluster_runner.backends.base import Backend, GraphBackend, PoolBackend
 from cluster_runner.backends.failures import timed_out, worker_lost
@@ -53,7 +53,9 @@ from cluster_runner.execution.inputs import InputTable, placed_inputs
 from cluster_runner.execution.tasks import BatchOutput, run_batch, run_slice
 from cluster_runner.execution.traces import Traces
 from cluster_runner.graph import DataRef, Graph, MapRef, MapTask, Node, Ref, Task
-from cluster_runner.results.stages import Transfer
+
+if TYPE_CHECKING:
+    from cluster_runner.results.stages import Transfer
 
 #: Default number of tasks a run may resubmit after losing workers.
 DEFAULT_RETRIES = 3
