@@ -30,6 +30,31 @@ from collections.abc import Iterable
 _DISMISS = b"x"
 
 
+def watcher(
+    command: list[str], env: dict[str, str] | None = None, quiet: bool = False
+) -> tuple[subprocess.Popen, int]:
+    """Start ``command`` reading a pipe whose write end only the driver holds; the process
+    and that end. The driver closes it to dismiss the watcher; its death closes it too, and
+    the watcher, seeing end-of-file, does its work (a reaper ends processes, an allocation's
+    watcher cancels Slurm jobs). The pipe is not inherited by processes started later."""
+    read, write = os.pipe()
+    try:
+        process = subprocess.Popen(
+            command,
+            stdin=read,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL if quiet else None,
+            env=env,
+            start_new_session=True,  # the terminal's Ctrl-C is the driver's to handle
+        )
+    except BaseException:
+        os.close(write)
+        raise
+    finally:
+        os.close(read)
+    return process, write
+
+
 class Reaper:
     """The driver's handle on a running reaper process."""
 
@@ -52,20 +77,7 @@ class Reaper:
                 targets.append((pid, psutil.Process(pid).create_time()))
         if not targets:
             return None
-        read, write = os.pipe()  # not inherited by processes the driver starts later
-        try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", __name__, json.dumps(targets), remove or ""],
-                stdin=read,
-                stdout=subprocess.DEVNULL,
-                start_new_session=True,  # the terminal's Ctrl-C is the driver's to handle
-            )
-        except BaseException:
-            os.close(write)
-            raise
-        finally:
-            os.close(read)
-        return cls(process, write)
+        return cls(*watcher([sys.executable, "-m", __name__, json.dumps(targets), remove or ""]))
 
     def reap_now(self, timeout: float = 15.0) -> None:
         """Have the reaper end what is left of the engine now, as if the driver had died.

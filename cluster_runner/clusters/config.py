@@ -136,22 +136,32 @@ def find_file(value: str, suffix: str, what: str) -> Path:
     raise ClusterConfigError(f"no {what} {value!r}: none of {where} exists")
 
 
-def load_cluster_config(path: Path | str) -> LocalClusterSpec:
-    """Read and check a ``runner cluster`` config (YAML): the engine first, then its keys."""
-    path = Path(path)
+def read_engine_yaml(
+    path: Path, models: dict[str, Any], engines: type[BaseModel] | None = None
+) -> tuple[str, Any]:
+    """A YAML file of one engine's settings, checked: its ``engine`` first (by ``engines``, a
+    model of that one key; default: every engine ``runner cluster`` starts), then the keys of
+    ``models[engine]`` (an unknown key named with the engine's known ones); one line on error."""
     data = read_yaml(path)
     where = str(path)
-    engine = validate(_Engine, data, where=where, error=ClusterConfigError).engine
+    engine = validate(engines or _Engine, data, where=where, error=ClusterConfigError).engine
 
     def for_engine(detail: Any) -> str | None:
         if detail["type"] != "extra_forbidden":
             return None
-        known = ", ".join(sorted(CONFIG_MODELS[engine].model_fields))
+        known = ", ".join(sorted(models[engine].model_fields))
         return f"unknown key {detail['loc'][0]!r} for engine {engine} (known: {known})"
 
-    model: Any = validate(
-        CONFIG_MODELS[engine], data, where=where, error=ClusterConfigError, describe=for_engine
+    model = validate(
+        models[engine], data, where=where, error=ClusterConfigError, describe=for_engine
     )
+    return engine, model
+
+
+def load_cluster_config(path: Path | str) -> LocalClusterSpec:
+    """Read and check a ``runner cluster`` config (YAML): the engine first, then its keys."""
+    path = Path(path)
+    _, model = read_engine_yaml(path, CONFIG_MODELS)
     name = model.name or path.name.removesuffix(".yaml").removesuffix(".yml")
     return LocalClusterSpec(
         name=name,

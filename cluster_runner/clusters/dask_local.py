@@ -36,10 +36,8 @@ from cluster_runner.clusters.processes import (
     THREAD_ENV,
     launch,
     live_processes,
-    mark_alive,
     private_folder,
     python_env,
-    read_state,
     refuse_running,
     starting,
     state_lock,
@@ -48,6 +46,7 @@ from cluster_runner.clusters.processes import (
     with_children,
     write_state,
 )
+from cluster_runner.clusters.processes import recorded_status as status  # noqa: F401 - the module's
 from cluster_runner.errors import ClusterStartError
 
 ENGINE = "dask"
@@ -173,12 +172,6 @@ def _stop(folder: Path, state: dict[str, Any], grace: float) -> list[int]:
     (folder / "state.json").unlink(missing_ok=True)
     (folder / "scheduler.json").unlink(missing_ok=True)
     return killed
-
-
-def status(folder: Path | str) -> dict[str, Any] | None:
-    """The recorded state, each process marked ``alive`` or not; ``None`` if none was started."""
-    state = read_state(Path(folder).resolve())
-    return None if state is None else mark_alive(state)
 
 
 def healthy(state: dict[str, Any]) -> bool:

@@ -243,6 +243,13 @@ def starting(
     write_state(folder, state)
 
 
+def recorded_status(folder: Path | str) -> dict[str, Any] | None:
+    """The state recorded in ``folder``, each process marked ``alive`` or not; ``None`` if
+    none was started (every engine's ``status``)."""
+    state = read_state(Path(folder).resolve())
+    return None if state is None else mark_alive(state)
+
+
 def stop_recorded(
     folder: Path | str, stop: Callable[[Path, dict[str, Any]], list[int]]
 ) -> list[int]:

@@ -52,11 +52,9 @@ from cluster_runner.clusters.processes import (
     THREAD_ENV,
     entry,
     live_processes,
-    mark_alive,
     modified_environ,
     private_folder,
     python_env,
-    read_state,
     record_children,
     refuse_running,
     starting,
@@ -67,6 +65,7 @@ from cluster_runner.clusters.processes import (
     write_private,
     write_state,
 )
+from cluster_runner.clusters.processes import recorded_status as status  # noqa: F401 - the module's
 from cluster_runner.errors import ClusterStartError
 
 ENGINE = "ray"
@@ -183,12 +182,6 @@ def _stop(folder: Path, state: dict[str, Any], grace: float, keep_logs: bool = F
     if not keep_logs and state.get("ray_tmpdir"):
         shutil.rmtree(state["ray_tmpdir"], ignore_errors=True)
     return killed
-
-
-def status(folder: Path | str) -> dict[str, Any] | None:
-    """The recorded state, each process marked ``alive`` or not; ``None`` if none was started."""
-    state = read_state(Path(folder).resolve())
-    return None if state is None else mark_alive(state)
 
 
 def healthy(state: dict[str, Any]) -> bool:

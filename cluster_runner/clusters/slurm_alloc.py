@@ -48,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from cluster_runner.backends.reaper import watcher
 from cluster_runner.clusters.processes import modified_environ, private_folder
 from cluster_runner.clusters.slurm_conf import ENDED, cancel, client, job_states, jobs_named
 from cluster_runner.clusters.slurm_settings import SlurmJobs
@@ -295,22 +296,11 @@ class Allocation(ABC):
     # --- the reaper -------------------------------------------------------------------------
 
     def _start_reaper(self) -> None:
-        read, write = os.pipe()
-        try:
-            self._reaper = subprocess.Popen(
-                [sys.executable, "-m", __name__, self.name, str(self.folder), *self._scratch()],
-                stdin=read,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env={**os.environ, **self.env},
-                start_new_session=True,  # the terminal's Ctrl-C is the driver's to handle
-            )
-        except BaseException:
-            os.close(write)
-            raise
-        finally:
-            os.close(read)
-        self._pipe = write
+        self._reaper, self._pipe = watcher(
+            [sys.executable, "-m", __name__, self.name, str(self.folder), *self._scratch()],
+            env={**os.environ, **self.env},
+            quiet=True,
+        )
 
     def _dismiss(self) -> None:
         if self._pipe is not None:

@@ -40,9 +40,7 @@ from cluster_runner.clusters.processes import (
     LOOPBACK,
     launch,
     live_processes,
-    mark_alive,
     private_folder,
-    read_state,
     refuse_running,
     starting,
     state_lock,
@@ -51,6 +49,7 @@ from cluster_runner.clusters.processes import (
     with_children,
     write_state,
 )
+from cluster_runner.clusters.processes import recorded_status as status  # noqa: F401 - the module's
 from cluster_runner.clusters.ray_local import free_port
 from cluster_runner.clusters.slurm_conf import (
     DAEMONS,
@@ -191,12 +190,6 @@ def _stop(folder: Path, state: dict[str, Any], grace: float) -> list[int]:
         shutil.rmtree(state["munge_dir"], ignore_errors=True)
     (folder / "state.json").unlink(missing_ok=True)
     return killed
-
-
-def status(folder: Path | str) -> dict[str, Any] | None:
-    """The recorded state, each process marked ``alive`` or not; ``None`` if none was started."""
-    state = read_state(Path(folder).resolve())
-    return None if state is None else mark_alive(state)
 
 
 def healthy(state: dict[str, Any]) -> bool:

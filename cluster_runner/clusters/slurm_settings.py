@@ -31,9 +31,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cluster_runner.clusters.config import read_yaml
+from cluster_runner.clusters.config import read_engine_yaml
 from cluster_runner.errors import ClusterConfigError, UsageError
-from cluster_runner.validation import STRICT_CONFIG, Integer, Number, validate
+from cluster_runner.validation import STRICT_CONFIG, Integer, Number
 
 #: A Slurm time limit as sbatch takes it: ``MM``, ``HH:MM:SS``, ``D-HH:MM`` and so on.
 _WALLTIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
@@ -90,19 +90,7 @@ class SlurmJobs:
 def load_slurm_jobs(path: Path | str) -> SlurmJobs:
     """Read and check a Slurm jobs file (YAML): the engine first, then its keys."""
     path = Path(path)
-    data = read_yaml(path)
-    where = str(path)
-    engine = validate(_Engine, data, where=where, error=ClusterConfigError).engine
-
-    def for_engine(detail: Any) -> str | None:
-        if detail["type"] != "extra_forbidden":
-            return None
-        known = ", ".join(sorted(_MODELS[engine].model_fields))
-        return f"unknown key {detail['loc'][0]!r} for engine {engine} (known: {known})"
-
-    model: Any = validate(
-        _MODELS[engine], data, where=where, error=ClusterConfigError, describe=for_engine
-    )
+    engine, model = read_engine_yaml(path, _MODELS, _Engine)
     settings = model.model_dump(exclude={"engine", "slurm", "wait", "folder"})
     if engine == "dask":
         taken = sorted(set(settings["jobqueue"]) & set(_RUNNER_KEYS))

@@ -75,7 +75,7 @@ Schema history (bump :data:`SCHEMA_VERSION` on any change a reader must know abo
      ``--vary``): the point's values of them, ``NAME -> value`` as ``--set`` takes them
      (``primes.n``, or ``n`` for every stage that has it). Part of the point's identity, so
      reports group by them and ``--resume`` knows the point.
-   - ``stages[].transfer`` (issue 21; written by runners that know it): what the stage moved
+   - ``stages[].transfer`` (issue 21; written for a stage with driver inputs): what it moved
      between driver and workers: ``mode`` (``share`` or ``copy``, ``--transfer``), ``method``
      (in words), ``inputs`` and ``input_bytes`` (the driver inputs it declared),
      ``put_bytes`` and ``put_s`` (placed once: shared memory, ``ray.put``, a Dask scatter),

@@ -271,8 +271,8 @@ class Transfer:
 
     ``mode`` is how driver inputs travelled: ``share`` (placed once where workers can reach
     them: shared memory, Ray's object store, a Dask scatter; by reference in-process) or
-    ``copy`` (sent with every task). A stage without driver inputs has ``inputs == 0`` and
-    moves only its tasks' small arguments and results.
+    ``copy`` (sent with every task). A stage without driver inputs has no transfer record
+    (``transfer`` absent, as in records written before issue 21).
     """
 
     mode: str = "share"  # share | copy
