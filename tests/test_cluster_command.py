@@ -24,6 +24,7 @@ import pytest
 
 from cluster_runner.cli import main
 from cluster_runner.clusters import engine_module
+from cluster_runner.clusters.processes import read_state
 
 from clusters import (
     ROOT,
@@ -80,7 +81,7 @@ def test_cluster_up_submit_on_several_nodes_then_down_leaves_nothing(engine, tmp
     lock = ray_lock() if engine == "ray" else contextlib.nullcontext()
     with lock:
         up = runner("cluster", "up", "--config", config, env=env)
-        state = engine_module(engine).read_state(folder)
+        state = read_state(folder)
         procs = processes_of([e["pid"] for e in state["processes"]]) if state else []
         try:
             assert up.returncode == 0, up.stderr
